@@ -241,5 +241,8 @@ int chat_from_name(const char *name); /* "chatml", "llama3", ...; -1 if unknown 
 const char *chat_name(int family);
 int chat_render(int family, const llm_chat_msg *msgs, int n, int add_assistant, buf *out,
                 doc_err *err);
+/* chat_default_system: the system prompt a Jinja template inserts when the
+ * conversation has none (SmolLM2 does), malloc'd; NULL if none. */
+char *chat_default_system(const char *jinja);
 
 #endif

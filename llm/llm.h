@@ -120,5 +120,7 @@ int llm_session_pos(const llm_session *s);
 void llm_session_reset(llm_session *s);
 /* llm_session_truncate: drop positions >= pos (used by beam search). */
 int llm_session_truncate(llm_session *s, int pos);
+/* llm_session_copy: make dst's cache and position equal to src's (same model). */
+int llm_session_copy(llm_session *dst, const llm_session *src);
 
 #endif

@@ -1,0 +1,219 @@
+/*
+ * llama.c - llama-family decoder (Llama 2/3, SmolLM/SmolLM2, Mistral, Qwen2,
+ * TinyLlama): weights and the forward pass over a session's KV cache.
+ *
+ * Forward for n new tokens at positions p..p+n-1 (pre-norm, GQA, SwiGLU):
+ *   x = tok_embd[ids]
+ *   per layer:  xb = rms(x)·attn_norm;  q = Wq xb (+bq);  k,v = Wk xb, Wv xb written
+ *               straight into the cache rows p..p+n-1;  rope(q), rope(k);
+ *               x += Wo · attn(q, K[0..p+n), V[0..p+n))
+ *               xb = rms(x)·ffn_norm;  x += Wd · (silu(Wg xb) * (Wu xb))
+ *   logits = W_out · rms(x)·out_norm   (W_out = tok_embd when tied)
+ * A prompt is processed in chunks of UBATCH tokens; the session's buffers are
+ * sized once, at creation, for that chunk and for n_ctx cache positions.
+ */
+#include "llm/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UBATCH 256
+
+int llama_load(llm_model *m, doc_err *err)
+{
+    llm_hparams *hp = &m->hp;
+    const int d = hp->d, ff = hp->n_ff, hd = hp->head_dim;
+    const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+    int rc;
+    if ((rc = model_weight(m, "token_embd.weight", d, hp->n_vocab, 1, &m->tok_embd, err)) ||
+        (rc = model_vec(m, "output_norm.weight", d, 1, &m->out_norm, err)) ||
+        (rc = model_weight(m, "output.weight", d, hp->n_vocab, 0, &m->output, err)))
+        return rc;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings (SmolLM2, Qwen2 small) */
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return doc_errf(err, DOC_ENOMEM, "out of memory");
+    for (int i = 0; i < hp->n_layer; i++) {
+        llm_layer *L = &m->layers[i];
+        char n[96];
+#define W(field, nm, cols, rows)                                         \
+    snprintf(n, sizeof n, "blk.%d.%s.weight", i, nm);                    \
+    if ((rc = model_weight(m, n, cols, rows, 1, &L->field, err))) return rc
+#define V(field, nm, kind, len, req)                                     \
+    snprintf(n, sizeof n, "blk.%d.%s.%s", i, nm, kind);                  \
+    if ((rc = model_vec(m, n, len, req, &L->field, err))) return rc
+        V(attn_norm, "attn_norm", "weight", d, 1);
+        W(wq, "attn_q", d, qd);
+        W(wk, "attn_k", d, kvd);
+        W(wv, "attn_v", d, kvd);
+        W(wo, "attn_output", qd, d);
+        V(bq, "attn_q", "bias", qd, 0); /* Qwen2 */
+        V(bk, "attn_k", "bias", kvd, 0);
+        V(bv, "attn_v", "bias", kvd, 0);
+        V(ffn_norm, "ffn_norm", "weight", d, 1);
+        W(w_gate, "ffn_gate", d, ff);
+        W(w_up, "ffn_up", d, ff);
+        W(w_down, "ffn_down", ff, d);
+#undef W
+#undef V
+    }
+    return DOC_OK;
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+struct llm_session {
+    llm_model *m;
+    int pos, n_ctx;
+    float *kc, *vc;                 /* (L, c, g*hd) each */
+    float *x, *xb, *q, *att, *hb, *hb2; /* (UBATCH, ...) activations */
+    float *logits;                  /* (UBATCH, vocab) backend */
+    int32_t posv[UBATCH];
+};
+
+int llm_session_new(llm_model *m, llm_session **out, doc_err *err)
+{
+    return session_new_n(m, m->n_ctx, out, err);
+}
+
+int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err)
+{
+    *out = NULL;
+    if (m->kind != LLM_DECODER)
+        return doc_errf(err, DOC_ESTATE, "%s: generation needs a decoder model, this is an encoder",
+                        m->src.path);
+    const llm_hparams *hp = &m->hp;
+    llm_backend *be = m->be;
+    llm_session *s = calloc(1, sizeof *s);
+    if (!s) return doc_errf(err, DOC_ENOMEM, "out of memory");
+    s->m = m;
+    s->n_ctx = n_ctx > 0 && n_ctx < m->n_ctx ? n_ctx : m->n_ctx;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, qd = (size_t)hp->n_head * hp->head_dim;
+    size_t cache = (size_t)hp->n_layer * s->n_ctx * kvd;
+    s->kc = be->i->alloc(be, cache);
+    s->vc = be->i->alloc(be, cache);
+    s->x = be->i->alloc(be, (size_t)UBATCH * hp->d);
+    s->xb = be->i->alloc(be, (size_t)UBATCH * (qd > (size_t)hp->d ? qd : (size_t)hp->d));
+    s->q = be->i->alloc(be, (size_t)UBATCH * qd);
+    s->att = be->i->alloc(be, (size_t)UBATCH * qd);
+    s->hb = be->i->alloc(be, (size_t)UBATCH * hp->n_ff);
+    s->hb2 = be->i->alloc(be, (size_t)UBATCH * hp->n_ff);
+    s->logits = be->i->alloc(be, (size_t)UBATCH * hp->n_vocab);
+    if (!s->kc || !s->vc || !s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->logits) {
+        double mb = (2.0 * cache + (double)UBATCH * (hp->d * 2 + qd * 2 + hp->n_ff * 2 + hp->n_vocab)) *
+                    4 / 1048576.0;
+        llm_session_free(&s);
+        return doc_errf(err, DOC_ENOMEM, "cannot allocate a session of %d positions (%.0f MiB)",
+                        n_ctx, mb);
+    }
+    *out = s;
+    return DOC_OK;
+}
+
+void llm_session_free(llm_session **sp)
+{
+    llm_session *s = sp ? *sp : NULL;
+    if (!s) return;
+    llm_backend *be = s->m->be;
+    float *bufs[] = {s->kc, s->vc, s->x, s->xb, s->q, s->att, s->hb, s->hb2, s->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->i->release(be, bufs[i]);
+    free(s);
+    *sp = NULL;
+}
+
+int llm_session_pos(const llm_session *s) { return s->pos; }
+void llm_session_reset(llm_session *s) { s->pos = 0; }
+
+int llm_session_truncate(llm_session *s, int pos)
+{
+    if (pos < 0 || pos > s->pos) return DOC_EINVAL;
+    s->pos = pos; /* rows past pos are simply overwritten later */
+    return DOC_OK;
+}
+
+int llm_session_copy(llm_session *dst, const llm_session *src)
+{
+    if (dst->m != src->m || dst->n_ctx != src->n_ctx) return DOC_EINVAL;
+    const llm_hparams *hp = &src->m->hp;
+    llm_backend *be = src->m->be;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    for (int l = 0; l < hp->n_layer; l++) {
+        size_t off = (size_t)l * src->n_ctx * kvd;
+        be->i->copy(be, dst->kc + off, src->kc + off, (size_t)src->pos * kvd);
+        be->i->copy(be, dst->vc + off, src->vc + off, (size_t)src->pos * kvd);
+    }
+    dst->pos = src->pos;
+    return DOC_OK;
+}
+
+/* one chunk of n <= UBATCH tokens; logits for the last row, or all rows */
+static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
+{
+    llm_model *m = s->m;
+    llm_backend *be = m->be;
+    const llm_backend_i *op = be->i;
+    const llm_hparams *hp = &m->hp;
+    const int d = hp->d, h = hp->n_head, g = hp->n_head_kv, hd = hp->head_dim;
+    const size_t kvd = (size_t)g * hd, qd = (size_t)h * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < n; i++) s->posv[i] = s->pos + i;
+
+    op->get_rows(be, s->x, &m->tok_embd, ids, n);                            /* (n, d) */
+    for (int l = 0; l < hp->n_layer; l++) {
+        const llm_layer *L = &m->layers[l];
+        float *kc = s->kc + (size_t)l * s->n_ctx * kvd, *vc = s->vc + (size_t)l * s->n_ctx * kvd;
+        float *kn = kc + (size_t)s->pos * kvd, *vn = vc + (size_t)s->pos * kvd; /* (n, g*hd) */
+        op->rmsnorm(be, s->xb, s->x, L->attn_norm, n, d, hp->norm_eps);
+        op->matmul(be, s->q, s->xb, &L->wq, L->bq, n);                        /* (n, h*hd) */
+        op->matmul(be, kn, s->xb, &L->wk, L->bk, n);
+        op->matmul(be, vn, s->xb, &L->wv, L->bv, n);
+        op->rope(be, s->q, n, h, hd, s->posv, hp->rope_theta, hp->rope_neox);
+        op->rope(be, kn, n, g, hd, s->posv, hp->rope_theta, hp->rope_neox);
+        op->attn_causal(be, s->att, s->q, kc, vc, n, s->pos, h, g, hd, scale);
+        op->matmul(be, s->xb, s->att, &L->wo, NULL, n);                       /* (n, d) */
+        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+        op->rmsnorm(be, s->xb, s->x, L->ffn_norm, n, d, hp->norm_eps);
+        op->matmul(be, s->hb, s->xb, &L->w_gate, NULL, n);                    /* (n, ff) */
+        op->matmul(be, s->hb2, s->xb, &L->w_up, NULL, n);
+        op->swiglu(be, s->hb, s->hb, s->hb2, (size_t)n * hp->n_ff);
+        op->matmul(be, s->xb, s->hb, &L->w_down, NULL, n);
+        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+    }
+    (void)qd;
+    int first = all ? 0 : n - 1, rows = all ? n : 1;
+    float *xr = s->x + (size_t)first * d;
+    op->rmsnorm(be, s->xb, xr, m->out_norm, rows, d, hp->norm_eps);
+    op->matmul(be, s->logits, s->xb, &m->output, NULL, rows);                 /* (rows, vocab) */
+    s->pos += n;
+}
+
+int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *logits,
+                     doc_err *err)
+{
+    const llm_hparams *hp = &s->m->hp;
+    if (n <= 0) return doc_errf(err, DOC_EINVAL, "nothing to evaluate (0 tokens)");
+    if (n > s->n_ctx - s->pos)
+        return doc_errf(err, DOC_ELIMIT, "%d tokens do not fit: %d of the context's %d positions are used",
+                        n, s->pos, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= hp->n_vocab)
+            return doc_errf(err, DOC_EINVAL, "token id %d at %d is outside the vocabulary (%d)", ids[i],
+                            i, hp->n_vocab);
+    llm_backend *be = s->m->be;
+    for (int done = 0; done < n;) {
+        int c = n - done < UBATCH ? n - done : UBATCH;
+        forward_chunk(s, ids + done, c, all);
+        if (all) {
+            int rc = be->i->download(be, logits + (size_t)done * hp->n_vocab, s->logits,
+                                     (size_t)c * hp->n_vocab);
+            if (rc) return doc_errf(err, rc, "logits download failed");
+        }
+        done += c;
+    }
+    if (!all) {
+        int rc = be->i->download(be, logits, s->logits, (size_t)hp->n_vocab);
+        if (rc) return doc_errf(err, rc, "logits download failed");
+    }
+    return be->i->sync(be, err);
+}

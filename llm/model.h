@@ -1,0 +1,77 @@
+/*
+ * model.h - the model object shared by model.c, bert.c, llama.c, sample.c
+ * (private to llm/).
+ *
+ * A model is its source (GGUF or HF directory, kept open: weights point into
+ * its mapping), hyperparameters, a tokenizer, a backend, and weights prepared
+ * for that backend.  1-D parameters (norms, biases) are converted to f32 once
+ * and live in backend memory; they are released with the model.
+ */
+#ifndef DOCENT_LLM_MODEL_H
+#define DOCENT_LLM_MODEL_H
+
+#include "llm/internal.h"
+
+enum { POOL_MEAN = 1, POOL_CLS = 2 };
+
+typedef struct llm_hparams {
+    int n_vocab, d, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    float norm_eps, rope_theta;
+    int rope_neox;     /* 1: rotate halves (HF, Qwen2 GGUF); 0: adjacent pairs (llama GGUF) */
+    int n_types;       /* bert token types */
+    int pooling;       /* POOL_* */
+    int max_seq;       /* encoder truncation length */
+} llm_hparams;
+
+typedef struct llm_layer {
+    llm_weight wq, wk, wv, wo;            /* (d, h*hd) (d, g*hd) (d, g*hd) (h*hd, d): cols, rows */
+    llm_weight w_gate, w_up, w_down;      /* (d, ff) (d, ff) (ff, d) */
+    float *bq, *bk, *bv, *bo, *b_up, *b_down; /* optional biases */
+    float *attn_norm, *attn_norm_b;       /* llama: pre-attention rmsnorm; bert: post-attention layernorm */
+    float *ffn_norm, *ffn_norm_b;         /* llama: pre-ffn rmsnorm; bert: output layernorm */
+} llm_layer;
+
+struct llm_model {
+    llm_source src;
+    int kind;
+    llm_hparams hp;
+    llm_tokenizer *tok;
+    llm_backend *be;
+    llm_weight tok_embd, pos_embd, type_embd, output;
+    float *embd_norm, *embd_norm_b; /* bert */
+    float *out_norm;                /* llama */
+    llm_layer *layers;
+    float **vecs; /* every backend allocation of 1-D parameters, to release */
+    int n_vecs, cap_vecs;
+    llm_weight **weights; /* every prepared weight, to release */
+    int n_weights, cap_weights;
+    int chat;            /* CHAT_* */
+    char *chat_system;   /* default system prompt the template inserts, or NULL */
+    int n_ctx, batch;
+    char desc[256];
+};
+
+/* bert.c */
+int bert_load(llm_model *m, doc_err *err);
+int bert_embed(llm_model *m, const char *const *texts, int n, float *out,
+               const volatile int *cancel, doc_err *err);
+
+/* llama.c */
+int llama_load(llm_model *m, doc_err *err);
+/* session_new_n: a session with a cache of n_ctx positions (<= the model's). */
+int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err);
+
+/* model.c helpers used by the loaders */
+int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int required,
+                 llm_weight *w, doc_err *err);
+int model_vec(llm_model *m, const char *name, int64_t n, int required, float **out, doc_err *err);
+
+/* sample.c: sampling over host logits */
+typedef struct sampler sampler;
+int sampler_new(const llm_sampling *s, int n_vocab, sampler **out);
+void sampler_free(sampler **sp);
+/* sampler_pick: choose the next token from logits (modified in place). */
+int32_t sampler_pick(sampler *sp, float *logits);
+void sampler_accept(sampler *sp, int32_t id);
+
+#endif
