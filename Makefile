@@ -114,7 +114,9 @@ demo: deps models all
 fuzz:
 	@mkdir -p $(BUILD)/fuzz
 	clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
-	    -o $(BUILD)/fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c $(LIB_SRC) $(PKG_LIBS) -lm -pthread
+	    -o $(BUILD)/fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c $(wildcard core/*.c) llm/gguf.c llm/quant.c \
+	    $(PKG_LIBS) -lm -pthread
+	@echo "run: $(BUILD)/fuzz/fuzz_gguf -max_total_time=60 CORPUS_DIR"
 
 bench: all
 	@bench/engine.sh
