@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define SPIN_ITERS 200000
+#define SPIN_ITERS 4000 /* ~100 us of pause: longer than the gap between matmuls, short enough to yield to a descheduled peer */
 
 struct pool {
     int n;

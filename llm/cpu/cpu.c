@@ -1,0 +1,696 @@
+/*
+ * cpu.c - the CPU backend: op table, ISA dispatch, threading, memory.
+ *
+ * Design: the leaf kernels live in per-ISA constant tables (ref.c,
+ * kern_avx2.c, kern_avx512.c; see internal.h).  At creation the chosen table
+ * is copied into the context with NULL entries filled from the reference, so
+ * the ops here never test for missing kernels.  Ops split work over the
+ * context's persistent pool; small ops (decode-sized norms, one row of
+ * anything) run on the calling thread, since a pool job costs microseconds.
+ *
+ * matmul: quantized weights get their activations quantized once per call
+ * (Q8_1 blocks for Q4_0/Q4_1/Q8_0, Q8_K for the K-quants) into scratch owned
+ * by the backend; threads take contiguous ranges of output rows and walk them
+ * in tiles of rows x tokens so a weight tile stays in L1 while several tokens
+ * use it.  Float weights with several tokens go through a packed-panel GEMM:
+ * each thread packs CPU_GEMM_NR rows of W k-major and runs the register-tiled
+ * micro-kernel over chunks of tokens sized to stay in L2.
+ *
+ * Scratch is planned: it grows (doubling) only when a call needs more than
+ * any earlier call, so steady-state decode and prefill never allocate.  An
+ * allocation failure inside an op (ops return void) is kept as a deferred
+ * error and returned by sync().
+ */
+#include "llm/cpu/internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_THREADS 256
+#define ROW_TILE 8        /* weight rows per dot tile */
+#define TOK_TILE 8        /* tokens per dot tile */
+#define GEMM_MIN_TOKENS 4 /* below this float weights use the dot path */
+#define PAR_MIN 16384     /* elements below which elementwise ops stay on one thread */
+#define L2_BUDGET (512 * 1024)
+
+typedef struct cpu_ctx {
+    cpu_kern k; /* chosen table, NULLs filled from the reference */
+    int isa;
+    pool *pool;
+    int nth;
+    void *scratch; /* activations / attention scores / panels */
+    size_t scratch_size;
+    int err_rc; /* deferred error for sync() */
+    char err_msg[256];
+} cpu_ctx;
+
+static cpu_ctx *ctx_of(llm_backend *be) { return be->ctx; }
+
+static void defer_error(cpu_ctx *c, int rc, const char *msg)
+{
+    if (c->err_rc) return;
+    c->err_rc = rc;
+    snprintf(c->err_msg, sizeof c->err_msg, "%s", msg);
+}
+
+/* scratch: at least size bytes, 64-aligned; NULL (and a deferred error) on failure */
+static void *scratch_get(cpu_ctx *c, size_t size)
+{
+    if (size <= c->scratch_size) return c->scratch;
+    size_t want = c->scratch_size * 2 > size ? c->scratch_size * 2 : size;
+    want = (want + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, want);
+    if (!p) {
+        defer_error(c, DOC_ENOMEM, "cpu backend: out of memory growing scratch");
+        return NULL;
+    }
+    free(c->scratch);
+    c->scratch = p;
+    c->scratch_size = want;
+    return p;
+}
+
+/* ---- parallel for -------------------------------------------------------- */
+
+typedef void (*range_fn)(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith);
+
+typedef struct {
+    cpu_ctx *c;
+    range_fn fn;
+    void *arg;
+    int64_t n, align;
+} par_job;
+
+static void par_run(void *p, int ith, int nth)
+{
+    par_job *j = p;
+    int64_t per = (j->n + nth - 1) / nth;
+    per = (per + j->align - 1) / j->align * j->align;
+    int64_t i0 = per * ith, i1 = i0 + per < j->n ? i0 + per : j->n;
+    if (i0 < i1) j->fn(j->c, j->arg, i0, i1, ith);
+}
+
+/* par_for: fn over [0, n) split into contiguous ranges aligned to `align`;
+ * on one thread when the work (n * cost) is small. */
+static void par_for(cpu_ctx *c, int64_t n, int64_t align, double cost, range_fn fn, void *arg)
+{
+    if (n <= 0) return;
+    if (c->nth == 1 || (double)n * cost < PAR_MIN || n <= align) {
+        fn(c, arg, 0, n, 0);
+        return;
+    }
+    par_job j = {c, fn, arg, n, align};
+    pool_run(c->pool, par_run, &j);
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+static float *cpu_alloc(llm_backend *be, size_t n)
+{
+    (void)be;
+    if (n > SIZE_MAX / sizeof(float) - 64) return NULL;
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    if (!bytes) bytes = 64;
+    float *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_release(llm_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static int cpu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
+{
+    (void)be;
+    const llm_type_info *ti = llm_type(w->type);
+    const char *name = w->name ? w->name : "(unnamed)";
+    if (!ti || cpu_act_type(w->type) < 0)
+        return doc_errf(err, DOC_EUNSUPPORTED, "weight %s: type %d not supported by the cpu backend",
+                        name, w->type);
+    if (w->rows <= 0 || w->cols <= 0 || w->cols % ti->block)
+        return doc_errf(err, DOC_EFORMAT, "weight %s: shape %lld x %lld invalid for type %s", name,
+                        (long long)w->rows, (long long)w->cols, ti->name);
+    if (!w->data) return doc_errf(err, DOC_EINVAL, "weight %s: no data", name);
+    w->dev = NULL;
+    return DOC_OK;
+}
+
+static void cpu_weight_release(llm_backend *be, llm_weight *w)
+{
+    (void)be;
+    w->dev = NULL;
+}
+
+static int cpu_upload(llm_backend *be, float *dst, const float *src, size_t n)
+{
+    (void)be;
+    memmove(dst, src, n * sizeof(float));
+    return DOC_OK;
+}
+
+static int cpu_download(llm_backend *be, float *dst, const float *src, size_t n)
+{
+    (void)be;
+    memmove(dst, src, n * sizeof(float));
+    return DOC_OK;
+}
+
+
+/* ---- matmul ------------------------------------------------------------- */
+
+typedef struct {
+    float *y;
+    const float *x;
+    void *xq;   /* activations in the weight's format (x itself for floats) */
+    size_t xbs; /* bytes per activation row */
+    const char *w;
+    size_t wbs; /* bytes per weight row */
+    int wtype, act;
+    const float *bias;
+    int64_t k, m;
+    int n;
+    float *panels;     /* gemm: one panel of k x NR floats per thread */
+    int64_t tok_chunk; /* gemm: tokens per L2-sized chunk */
+} mm_job;
+
+static void quant_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)ith;
+    mm_job *j = arg;
+    for (int64_t t = i0; t < i1; t++) {
+        void *dst = (char *)j->xq + t * j->xbs;
+        if (j->act == LLM_T_Q8_1) c->k.quant_q8_1(j->x + t * j->k, dst, j->k);
+        else c->k.quant_q8_K(j->x + t * j->k, dst, j->k);
+    }
+}
+
+static void add_bias(float *y, int64_t m, const float *bias, int64_t r0, int64_t r1, int n)
+{
+    for (int t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++) y[t * m + r] += bias[r];
+}
+
+/* rows [r0, r1) of y through the dot kernels, tiled rows x tokens */
+static void mm_dot_rows(cpu_ctx *c, void *arg, int64_t r0, int64_t r1, int ith)
+{
+    (void)ith;
+    mm_job *j = arg;
+    cpu_dot_fn dot = c->k.dot[j->wtype];
+    int tt = j->n == 1 ? 1 : TOK_TILE;
+    int64_t rt = j->n == 1 ? r1 - r0 : ROW_TILE;
+    for (int64_t r = r0; r < r1; r += rt) {
+        int nw = (int)(r + rt < r1 ? rt : r1 - r);
+        for (int t = 0; t < j->n; t += tt) {
+            int nx = t + tt < j->n ? tt : j->n - t;
+            dot(j->k, j->y + t * j->m + r, (size_t)j->m, j->w + r * j->wbs, j->wbs,
+                (const char *)j->xq + t * j->xbs, j->xbs, nw, nx);
+        }
+    }
+    if (j->bias) add_bias(j->y, j->m, j->bias, r0, r1, j->n);
+}
+
+/* panels [p0, p1) (CPU_GEMM_NR rows each) through pack + micro-kernel */
+static void mm_gemm_panels(cpu_ctx *c, void *arg, int64_t p0, int64_t p1, int ith)
+{
+    mm_job *j = arg;
+    float *panel = j->panels + (size_t)ith * j->k * CPU_GEMM_NR;
+    int mr = c->k.gemm_mr;
+    for (int64_t t0 = 0; t0 < j->n; t0 += j->tok_chunk) {
+        int64_t t1 = t0 + j->tok_chunk < j->n ? t0 + j->tok_chunk : j->n;
+        for (int64_t p = p0; p < p1; p++) {
+            int64_t r = p * CPU_GEMM_NR;
+            int nc = (int)(j->m - r < CPU_GEMM_NR ? j->m - r : CPU_GEMM_NR);
+            c->k.pack(j->wtype, j->w + r * j->wbs, j->wbs, j->k, nc, panel);
+            for (int64_t t = t0; t < t1; t += mr) {
+                int nt = (int)(t + mr < t1 ? mr : t1 - t);
+                c->k.gemm(j->k, panel, j->x + t * j->k, (size_t)j->k, j->y + t * j->m + r,
+                          (size_t)j->m, nt, nc, j->bias ? j->bias + r : NULL);
+            }
+        }
+    }
+}
+
+static void cpu_matmul(llm_backend *be, float *y, const float *x, const llm_weight *w,
+                       const float *bias, int n)
+{
+    cpu_ctx *c = ctx_of(be);
+    int64_t k = w->cols, m = w->rows;
+    mm_job j = {.y = y, .x = x, .w = w->data, .wbs = llm_row_bytes(w->type, k),
+                .wtype = w->type, .act = cpu_act_type(w->type), .bias = bias,
+                .k = k, .m = m, .n = n};
+    if (n <= 0) return;
+    if (j.act < 0) {
+        defer_error(c, DOC_EUNSUPPORTED, "cpu matmul: unsupported weight type");
+        memset(y, 0, (size_t)n * m * sizeof(float));
+        return;
+    }
+    if (j.act == LLM_T_F32 && n >= GEMM_MIN_TOKENS) {
+        size_t psize = (size_t)k * CPU_GEMM_NR * sizeof(float);
+        j.panels = scratch_get(c, psize * c->nth);
+        if (!j.panels) goto fail;
+        int mr = c->k.gemm_mr;
+        int64_t chunk = L2_BUDGET / (k * (int64_t)sizeof(float));
+        chunk = chunk / mr * mr;
+        j.tok_chunk = chunk < mr ? mr : chunk;
+        int64_t np = (m + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
+        par_for(c, np, 1, (double)n * k * CPU_GEMM_NR, mm_gemm_panels, &j);
+        return;
+    }
+    if (j.act == LLM_T_F32) {
+        j.xq = (void *)x;
+        j.xbs = (size_t)k * sizeof(float);
+    } else {
+        j.xbs = llm_row_bytes(j.act, k);
+        j.xq = scratch_get(c, j.xbs * n);
+        if (!j.xq) goto fail;
+        par_for(c, n, 1, (double)k * 4, quant_rows, &j);
+    }
+    par_for(c, m, 16, (double)n * k, mm_dot_rows, &j);
+    return;
+fail:
+    memset(y, 0, (size_t)n * m * sizeof(float));
+}
+
+/* ---- get_rows ----------------------------------------------------------- */
+
+static void cpu_get_rows(llm_backend *be, float *out, const llm_weight *emb, const int32_t *ids,
+                         int n)
+{
+    cpu_ctx *c = ctx_of(be);
+    size_t rb = llm_row_bytes(emb->type, emb->cols);
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * emb->cols;
+        if (ids[i] < 0 || ids[i] >= emb->rows) {
+            defer_error(c, DOC_EINVAL, "cpu get_rows: token id out of range");
+            memset(o, 0, (size_t)emb->cols * sizeof(float));
+            continue;
+        }
+        const void *row = (const char *)emb->data + (size_t)ids[i] * rb;
+        if (emb->type == LLM_T_F32) memcpy(o, row, (size_t)emb->cols * sizeof(float));
+        else llm_dequantize_ref(emb->type, row, o, emb->cols);
+    }
+}
+
+/* ---- norms -------------------------------------------------------------- */
+
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int d;
+    float eps;
+} norm_job;
+
+static void rms_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)ith;
+    norm_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *x = j->x + i * j->d;
+        float *o = j->out + i * j->d;
+        float ss = c->k.dot_f32(x, x, j->d);
+        float s = 1.0f / sqrtf(ss / (float)j->d + j->eps);
+        for (int e = 0; e < j->d; e++) o[e] = x[e] * s * j->w[e];
+    }
+}
+
+static void cpu_rmsnorm(llm_backend *be, float *out, const float *x, const float *w, int n, int d,
+                        float eps)
+{
+    norm_job j = {out, x, w, NULL, d, eps};
+    par_for(ctx_of(be), n, 1, d, rms_rows, &j);
+}
+
+static void ln_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)c;
+    (void)ith;
+    norm_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *x = j->x + i * j->d;
+        float *o = j->out + i * j->d;
+        float mean = 0.0f, var = 0.0f;
+        for (int e = 0; e < j->d; e++) mean += x[e];
+        mean /= (float)j->d;
+        for (int e = 0; e < j->d; e++) var += (x[e] - mean) * (x[e] - mean);
+        float s = 1.0f / sqrtf(var / (float)j->d + j->eps);
+        for (int e = 0; e < j->d; e++) o[e] = (x[e] - mean) * s * j->w[e] + j->b[e];
+    }
+}
+
+static void cpu_layernorm(llm_backend *be, float *out, const float *x, const float *w,
+                          const float *b, int n, int d, float eps)
+{
+    norm_job j = {out, x, w, b, d, eps};
+    par_for(ctx_of(be), n, 1, 2.0 * d, ln_rows, &j);
+}
+
+/* ---- rope --------------------------------------------------------------- */
+
+typedef struct {
+    float *x;
+    int h, hd, neox;
+    const int32_t *pos;
+    float theta;
+} rope_job;
+
+static void rope_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)c;
+    (void)ith;
+    rope_job *j = arg;
+    int half = j->hd / 2;
+    for (int64_t i = i0; i < i1; i++) {
+        for (int p = 0; p < half; p++) {
+            float inv = 1.0f / powf(j->theta, (float)(2 * p) / (float)j->hd);
+            float a = (float)j->pos[i] * inv, cs = cosf(a), sn = sinf(a);
+            for (int hh = 0; hh < j->h; hh++) {
+                float *v = j->x + (i * j->h + hh) * j->hd;
+                int i0p = j->neox ? p : 2 * p, i1p = j->neox ? p + half : 2 * p + 1;
+                float x0 = v[i0p], x1 = v[i1p];
+                v[i0p] = x0 * cs - x1 * sn;
+                v[i1p] = x0 * sn + x1 * cs;
+            }
+        }
+    }
+}
+
+static void cpu_rope(llm_backend *be, float *x, int n, int h, int hd, const int32_t *pos,
+                     float theta, int neox)
+{
+    rope_job j = {x, h, hd, neox, pos, theta};
+    par_for(ctx_of(be), n, 1, 4.0 * h * hd, rope_rows, &j);
+}
+
+/* ---- attention ---------------------------------------------------------- */
+
+typedef struct {
+    float *out;
+    const float *q, *k, *v;
+    int n, pos0, h, g, hd, t;
+    const int *lens;
+    float scale;
+    float *scores; /* per thread: span floats */
+    int64_t span;
+} attn_job;
+
+/* out_row (hd) = softmax(scale * q . keys) . values over nk keys */
+static void attn_one(cpu_ctx *c, float *o, const float *q, const float *k, const float *v,
+                     size_t kstride, int nk, int hd, float scale, float *s)
+{
+    float mx = -INFINITY;
+    for (int t = 0; t < nk; t++) {
+        s[t] = scale * c->k.dot_f32(q, k + t * kstride, hd);
+        if (s[t] > mx) mx = s[t];
+    }
+    float sum = c->k.exp_sum(s, s, mx, nk);
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (int t = 0; t < nk; t++) c->k.axpy_f32(s[t], v + t * kstride, o, hd);
+    c->k.scale_f32(1.0f / sum, o, hd);
+}
+
+static void causal_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    attn_job *j = arg;
+    float *s = j->scores + ith * j->span;
+    int grp = j->h / j->g;
+    size_t kstride = (size_t)j->g * j->hd;
+    for (int64_t it = i0; it < i1; it++) {
+        int i = (int)(it / j->h), hh = (int)(it % j->h), kv = hh / grp;
+        const float *q = j->q + ((size_t)i * j->h + hh) * j->hd;
+        float *o = j->out + ((size_t)i * j->h + hh) * j->hd;
+        attn_one(c, o, q, j->k + kv * j->hd, j->v + kv * j->hd, kstride, j->pos0 + i + 1, j->hd,
+                 j->scale, s);
+    }
+}
+
+static void cpu_attn_causal(llm_backend *be, float *out, const float *q, const float *kc,
+                            const float *vc, int n, int pos0, int h, int g, int hd, float scale)
+{
+    cpu_ctx *c = ctx_of(be);
+    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, NULL, scale, NULL, pos0 + n};
+    j.span = (j.span + 15) & ~15;
+    j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
+    if (!j.scores || g <= 0 || h % g) {
+        if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_causal: heads not a multiple of kv heads");
+        memset(out, 0, (size_t)n * h * hd * sizeof(float));
+        return;
+    }
+    par_for(c, (int64_t)n * h, 1, 2.0 * (pos0 + n) * hd, causal_items, &j);
+}
+
+static void bidir_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    attn_job *j = arg;
+    float *s = j->scores + ith * j->span;
+    size_t kstride = (size_t)j->h * j->hd;
+    for (int64_t it = i0; it < i1; it++) {
+        int hh = (int)(it % j->h), i = (int)(it / j->h % j->t), b = (int)(it / j->h / j->t);
+        size_t base = (size_t)b * j->t * kstride;
+        float *o = j->out + base + (size_t)i * kstride + (size_t)hh * j->hd;
+        int len = j->lens[b] < j->t ? j->lens[b] : j->t;
+        if (i >= len || len <= 0) {
+            memset(o, 0, (size_t)j->hd * sizeof(float));
+            continue;
+        }
+        attn_one(c, o, j->q + base + (size_t)i * kstride + (size_t)hh * j->hd,
+                 j->k + base + (size_t)hh * j->hd, j->v + base + (size_t)hh * j->hd, kstride, len,
+                 j->hd, j->scale, s);
+    }
+}
+
+static void cpu_attn_bidir(llm_backend *be, float *out, const float *q, const float *k,
+                           const float *v, int b, int t, int h, int hd, const int *lens,
+                           float scale)
+{
+    cpu_ctx *c = ctx_of(be);
+    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, lens, scale, NULL, (t + 15) & ~15};
+    j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
+    if (!j.scores) {
+        memset(out, 0, (size_t)b * t * h * hd * sizeof(float));
+        return;
+    }
+    par_for(c, (int64_t)b * t * h, 1, 2.0 * t * hd, bidir_items, &j);
+}
+
+/* ---- elementwise -------------------------------------------------------- */
+
+typedef struct {
+    float *y;
+    const float *a, *b;
+} ew_job;
+
+static void gelu_range(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)ith;
+    ew_job *j = arg;
+    c->k.gelu(j->y + i0, i1 - i0);
+}
+
+static void cpu_gelu(llm_backend *be, float *x, size_t n)
+{
+    ew_job j = {x, NULL, NULL};
+    par_for(ctx_of(be), (int64_t)n, 64, 8.0, gelu_range, &j);
+}
+
+static void swiglu_range(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)ith;
+    ew_job *j = arg;
+    c->k.swiglu(j->y + i0, j->a + i0, j->b + i0, i1 - i0);
+}
+
+static void cpu_swiglu(llm_backend *be, float *out, const float *gate, const float *up, size_t n)
+{
+    ew_job j = {out, gate, up};
+    par_for(ctx_of(be), (int64_t)n, 64, 4.0, swiglu_range, &j);
+}
+
+static void cpu_add(llm_backend *be, float *y, const float *a, const float *b, size_t n)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+static void cpu_copy(llm_backend *be, float *dst, const float *src, size_t n)
+{
+    (void)be;
+    memmove(dst, src, n * sizeof(float));
+}
+
+typedef struct {
+    float *x;
+    int d;
+} sm_job;
+
+static void softmax_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)ith;
+    sm_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        float *x = j->x + i * j->d, mx = -INFINITY;
+        for (int e = 0; e < j->d; e++)
+            if (x[e] > mx) mx = x[e];
+        float sum = c->k.exp_sum(x, x, mx, j->d);
+        c->k.scale_f32(1.0f / sum, x, j->d);
+    }
+}
+
+static void cpu_softmax(llm_backend *be, float *x, int n, int d)
+{
+    sm_job j = {x, d};
+    par_for(ctx_of(be), n, 1, 4.0 * d, softmax_rows, &j);
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static int cpu_sync(llm_backend *be, doc_err *err)
+{
+    cpu_ctx *c = ctx_of(be);
+    int rc = c->err_rc;
+    if (rc) {
+        doc_errf(err, rc, "%s", c->err_msg);
+        c->err_rc = 0;
+    }
+    return rc;
+}
+
+static void cpu_destroy(llm_backend *be)
+{
+    cpu_ctx *c = ctx_of(be);
+    if (c) {
+        pool_free(&c->pool);
+        free(c->scratch);
+        free(c);
+    }
+    free(be);
+}
+
+static const llm_backend_i cpu_iface = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .weight_prepare = cpu_weight_prepare,
+    .weight_release = cpu_weight_release,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .matmul = cpu_matmul,
+    .get_rows = cpu_get_rows,
+    .rmsnorm = cpu_rmsnorm,
+    .layernorm = cpu_layernorm,
+    .rope = cpu_rope,
+    .attn_causal = cpu_attn_causal,
+    .attn_bidir = cpu_attn_bidir,
+    .gelu = cpu_gelu,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .copy = cpu_copy,
+    .softmax = cpu_softmax,
+    .sync = cpu_sync,
+    .destroy = cpu_destroy,
+};
+
+static const char *const isa_names[] = {"ref", "avx2", "avx512"};
+static const cpu_kern *const isa_tables[] = {&cpu_kern_ref, &cpu_kern_avx2, &cpu_kern_avx512};
+
+int cpu_isa_detect(void)
+{
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512vnni");
+    return avx512 ? CPU_ISA_AVX512 : avx2 ? CPU_ISA_AVX2 : CPU_ISA_REF;
+}
+
+/* the level DOCENT_ISA asks for (capped at the CPU's), or the CPU's */
+static int isa_wanted(void)
+{
+    int have = cpu_isa_detect();
+    const char *e = getenv("DOCENT_ISA");
+    if (e && *e)
+        for (int i = 0; i <= CPU_ISA_AVX512; i++)
+            if (!strcmp(e, isa_names[i])) return i < have ? i : have;
+    return have;
+}
+
+const char *llm_cpu_isa(void) { return isa_names[isa_wanted()]; }
+
+/* copy table t into dst, taking every NULL entry from the reference */
+static void fill_table(cpu_kern *dst, const cpu_kern *t)
+{
+    const cpu_kern *r = &cpu_kern_ref;
+    *dst = *t;
+    for (int i = 0; i < LLM_T_COUNT; i++)
+        if (!dst->dot[i]) dst->dot[i] = r->dot[i];
+#define FILL(f) \
+    if (!dst->f) dst->f = r->f
+    FILL(quant_q8_1);
+    FILL(quant_q8_K);
+    FILL(dot_f32);
+    FILL(axpy_f32);
+    FILL(scale_f32);
+    FILL(exp_sum);
+    FILL(gelu);
+    FILL(swiglu);
+#undef FILL
+    if (!dst->gemm) {
+        dst->gemm = r->gemm;
+        dst->gemm_mr = r->gemm_mr;
+    }
+    if (!dst->pack) dst->pack = r->pack;
+}
+
+int cpu_backend_new_isa(int n_threads, int isa, llm_backend **out, doc_err *err)
+{
+    *out = NULL;
+    int have = cpu_isa_detect();
+    if (isa < CPU_ISA_REF) isa = CPU_ISA_REF;
+    if (isa > have) isa = have;
+    if (n_threads <= 0) n_threads = cpu_count();
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    llm_backend *be = calloc(1, sizeof *be);
+    cpu_ctx *c = calloc(1, sizeof *c);
+    int rc = DOC_OK;
+    if (!be || !c) {
+        rc = doc_errf(err, DOC_ENOMEM, "cpu backend: out of memory");
+        goto done;
+    }
+    fill_table(&c->k, isa_tables[isa]);
+    c->isa = isa;
+    c->nth = n_threads;
+    if (pool_new(n_threads, &c->pool)) {
+        rc = doc_errf(err, DOC_ENOMEM, "cpu backend: cannot start %d threads", n_threads);
+        goto done;
+    }
+    c->nth = pool_size(c->pool);
+    be->i = &cpu_iface;
+    be->ctx = c;
+    *out = be;
+    be = NULL;
+    c = NULL;
+done:
+    if (c) pool_free(&c->pool);
+    free(c);
+    free(be);
+    return rc;
+}
+
+int cpu_backend_isa(const llm_backend *be) { return ((const cpu_ctx *)be->ctx)->isa; }
+
+int llm_cpu_backend_new(int n_threads, llm_backend **out, doc_err *err)
+{
+    return cpu_backend_new_isa(n_threads, isa_wanted(), out, err);
+}
+
+void llm_backend_free(llm_backend **be)
+{
+    if (!be || !*be) return;
+    (*be)->i->destroy(*be);
+    *be = NULL;
+}

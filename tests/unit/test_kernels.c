@@ -1,0 +1,509 @@
+/*
+ * test_kernels.c - every CPU backend op at every ISA level the machine has,
+ * against float64 references written here; the integer-dot levels against
+ * each other; 1 vs 4 threads bitwise; and a short performance report.
+ *
+ * Weights are random floats quantized with llm_quantize_ref, and the matmul
+ * reference dequantizes them with llm_dequantize_ref and sums in double, so
+ * the only error a kernel may add is the activation quantization (bounded per
+ * block: half a quantization step times the weight mass of the block) and
+ * float accumulation.
+ */
+#include "testutil.h"
+
+#include <math.h>
+
+#include "llm/cpu/internal.h"
+
+static int n_levels(void) { return cpu_isa_detect() + 1; }
+
+static llm_backend *make_be(int isa, int nth)
+{
+    llm_backend *be = NULL;
+    doc_err err = {0};
+    assert_int_equal(cpu_backend_new_isa(nth, isa, &be, &err), DOC_OK);
+    assert_int_equal(cpu_backend_isa(be), isa);
+    return be;
+}
+
+static float *randv(uint64_t *s, size_t n, float amp)
+{
+    float *v = malloc(n * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) v[i] = amp * test_randf(s);
+    return v;
+}
+
+/* ---- matmul -------------------------------------------------------------- */
+
+typedef struct {
+    int type;
+    double tol; /* float accumulation tolerance, relative to sum |x||w| */
+} mm_case;
+
+static const mm_case mm_cases[] = {
+    {LLM_T_F32, 2e-6}, {LLM_T_F16, 2e-6}, {LLM_T_BF16, 2e-6},
+    {LLM_T_Q8_0, 2e-6}, {LLM_T_Q4_0, 2e-6}, {LLM_T_Q4_1, 2e-6},
+    {LLM_T_Q4_K, 2e-6}, {LLM_T_Q5_K, 2e-6}, {LLM_T_Q6_K, 2e-6},
+};
+
+/* quantization error bound of the activations: per block of the activation
+ * format, amax/127/2 per element times the dequantized weight mass */
+static double act_bound(int act, const float *x, const float *wd, int64_t k)
+{
+    if (act == LLM_T_F32) return 0.0;
+    int qb = act == LLM_T_Q8_1 ? 32 : 256;
+    double b = 0.0;
+    for (int64_t i = 0; i < k; i += qb) {
+        double amax = 0.0, wm = 0.0;
+        for (int j = 0; j < qb; j++) {
+            amax = fmax(amax, fabs(x[i + j]));
+            wm += fabs(wd[i + j]);
+        }
+        b += amax / 127.0 * 0.5 * wm * 1.001;
+    }
+    return b;
+}
+
+static void check_matmul(uint64_t *seed, const mm_case *mc, int n, int64_t k, int64_t m, int bias)
+{
+    size_t rb = llm_row_bytes(mc->type, k);
+    float *wf = randv(seed, (size_t)m * k, 1.0f);
+    for (int64_t r = 0; r < m; r++) /* rows of different magnitude */
+        for (int64_t j = 0; j < k; j++) wf[r * k + j] *= 0.1f + (float)(r % 7);
+    void *wq = malloc(rb * m);
+    float *wd = malloc((size_t)m * k * sizeof(float));
+    assert_true(wq && wd);
+    for (int64_t r = 0; r < m; r++) {
+        llm_quantize_ref(mc->type, wf + r * k, (char *)wq + r * rb, k);
+        llm_dequantize_ref(mc->type, (char *)wq + r * rb, wd + r * k, k);
+    }
+    float *x = randv(seed, (size_t)n * k, 2.0f);
+    float *b = bias ? randv(seed, (size_t)m, 1.0f) : NULL;
+    int act = cpu_act_type(mc->type);
+    llm_weight w = {.type = mc->type, .rows = m, .cols = k, .data = wq, .name = "w"};
+    float *yref_lvl = NULL;
+    for (int isa = 0; isa < n_levels(); isa++) {
+        for (int nth = 1; nth <= 4; nth += 3) {
+            llm_backend *be = make_be(isa, nth);
+            doc_err err = {0};
+            assert_int_equal(be->i->weight_prepare(be, &w, &err), DOC_OK);
+            float *y = be->i->alloc(be, (size_t)n * m);
+            be->i->matmul(be, y, x, &w, b, n);
+            assert_int_equal(be->i->sync(be, &err), DOC_OK);
+            for (int t = 0; t < n; t++)
+                for (int64_t r = 0; r < m; r++) {
+                    double ref = b ? b[r] : 0.0, mass = 0.0;
+                    for (int64_t j = 0; j < k; j++) {
+                        ref += (double)x[t * k + j] * wd[r * k + j];
+                        mass += fabs((double)x[t * k + j] * wd[r * k + j]);
+                    }
+                    double tol = act_bound(act, x + t * k, wd + r * k, k) + mc->tol * mass + 1e-6;
+                    double got = y[t * m + r];
+                    if (fabs(got - ref) > tol)
+                        fail_msg("%s isa %d nth %d n %d k %lld m %lld: y[%d][%lld] = %g, ref %g, tol %g",
+                                 llm_type(mc->type)->name, isa, nth, n, (long long)k, (long long)m,
+                                 t, (long long)r, got, ref, tol);
+                    /* every level against the integer/float reference level, tightly */
+                    if (yref_lvl) {
+                        double rl = yref_lvl[t * m + r];
+                        if (fabs(got - rl) > 4e-6 * mass + 1e-6)
+                            fail_msg("%s isa %d vs ref level: y[%d][%lld] = %g vs %g",
+                                     llm_type(mc->type)->name, isa, t, (long long)r, got, rl);
+                    }
+                }
+            if (!yref_lvl) {
+                yref_lvl = malloc((size_t)n * m * sizeof(float));
+                memcpy(yref_lvl, y, (size_t)n * m * sizeof(float));
+            }
+            /* threads: nth 4 must equal nth 1 bit for bit */
+            static float *y1;
+            if (nth == 1) {
+                free(y1);
+                y1 = malloc((size_t)n * m * sizeof(float));
+                memcpy(y1, y, (size_t)n * m * sizeof(float));
+            } else {
+                assert_memory_equal(y1, y, (size_t)n * m * sizeof(float));
+                free(y1);
+                y1 = NULL;
+            }
+            be->i->weight_release(be, &w);
+            be->i->release(be, y);
+            llm_backend_free(&be);
+        }
+    }
+    free(yref_lvl);
+    free(wf);
+    free(wq);
+    free(wd);
+    free(x);
+    free(b);
+}
+
+static void test_matmul(void **state)
+{
+    (void)state;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (size_t c = 0; c < sizeof mm_cases / sizeof mm_cases[0]; c++) {
+        const mm_case *mc = &mm_cases[c];
+        int blk = llm_type(mc->type)->block;
+        /* k: a multiple of the block but not of the SIMD width where the type allows */
+        int64_t k = blk == 1 ? 203 : blk == 32 ? 32 * 7 : 256 * 3;
+        check_matmul(&seed, mc, 1, k, 37, 0);   /* decode */
+        check_matmul(&seed, mc, 37, k, 45, 1);  /* prefill, odd sizes, bias */
+        check_matmul(&seed, mc, 3, k, 70, 1);   /* few tokens */
+        if (blk == 1) check_matmul(&seed, mc, 29, 64, 96, 0);
+    }
+}
+
+/* ---- get_rows ------------------------------------------------------------ */
+
+static void test_get_rows(void **state)
+{
+    (void)state;
+    uint64_t seed = 42;
+    static const int types[] = {LLM_T_F32, LLM_T_F16, LLM_T_BF16, LLM_T_Q8_0, LLM_T_Q4_0,
+                                LLM_T_Q4_1, LLM_T_Q4_K, LLM_T_Q5_K, LLM_T_Q6_K};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        int64_t k = 512, m = 11;
+        size_t rb = llm_row_bytes(types[ti], k);
+        float *wf = randv(&seed, (size_t)m * k, 3.0f), *exp = malloc(k * sizeof(float));
+        char *wq = malloc(rb * m);
+        for (int64_t r = 0; r < m; r++) llm_quantize_ref(types[ti], wf + r * k, wq + r * rb, k);
+        int32_t ids[5] = {3, 0, 10, 3, 7};
+        llm_weight w = {.type = types[ti], .rows = m, .cols = k, .data = wq, .name = "emb"};
+        for (int isa = 0; isa < n_levels(); isa++) {
+            llm_backend *be = make_be(isa, 2);
+            float *out = be->i->alloc(be, 5 * k);
+            be->i->get_rows(be, out, &w, ids, 5);
+            for (int i = 0; i < 5; i++) {
+                llm_dequantize_ref(types[ti], wq + ids[i] * rb, exp, k);
+                assert_memory_equal(out + i * k, exp, k * sizeof(float));
+            }
+            be->i->release(be, out);
+            llm_backend_free(&be);
+        }
+        free(wf);
+        free(exp);
+        free(wq);
+    }
+}
+
+/* ---- norms, rope, elementwise ------------------------------------------- */
+
+static void close_or_fail(const char *what, int isa, const float *got, const double *ref,
+                          size_t n, double rel, double abs_)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - ref[i]) <= rel * fabs(ref[i]) + abs_))
+            fail_msg("%s isa %d: [%zu] = %.9g, ref %.9g", what, isa, i, got[i], ref[i]);
+}
+
+static void test_norms(void **state)
+{
+    (void)state;
+    uint64_t seed = 7;
+    int n = 37, d = 203;
+    float *x = randv(&seed, (size_t)n * d, 3.0f), *w = randv(&seed, d, 1.0f),
+          *b = randv(&seed, d, 1.0f);
+    double *ref = malloc((size_t)n * d * sizeof(double)), *ref2 = malloc((size_t)n * d * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        double ss = 0, mean = 0, var = 0;
+        for (int e = 0; e < d; e++) ss += (double)x[i * d + e] * x[i * d + e], mean += x[i * d + e];
+        mean /= d;
+        for (int e = 0; e < d; e++) var += (x[i * d + e] - mean) * (x[i * d + e] - mean);
+        for (int e = 0; e < d; e++) {
+            ref[i * d + e] = x[i * d + e] / sqrt(ss / d + 1e-5) * w[e];
+            ref2[i * d + e] = (x[i * d + e] - mean) / sqrt(var / d + 1e-12) * w[e] + b[e];
+        }
+    }
+    for (int isa = 0; isa < n_levels(); isa++) {
+        llm_backend *be = make_be(isa, 2);
+        float *out = be->i->alloc(be, (size_t)n * d);
+        be->i->rmsnorm(be, out, x, w, n, d, 1e-5f);
+        close_or_fail("rmsnorm", isa, out, ref, (size_t)n * d, 1e-5, 1e-6);
+        be->i->layernorm(be, out, x, w, b, n, d, 1e-12f);
+        close_or_fail("layernorm", isa, out, ref2, (size_t)n * d, 1e-5, 1e-5);
+        be->i->release(be, out);
+        llm_backend_free(&be);
+    }
+    free(x);
+    free(w);
+    free(b);
+    free(ref);
+    free(ref2);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    uint64_t seed = 11;
+    int n = 5, h = 3, hd = 64;
+    int32_t pos[5] = {0, 1, 17, 500, 4095};
+    float *x = randv(&seed, (size_t)n * h * hd, 1.0f);
+    double *ref = malloc((size_t)n * h * hd * sizeof(double));
+    for (int neox = 0; neox <= 1; neox++) {
+        for (int i = 0; i < n; i++)
+            for (int hh = 0; hh < h; hh++)
+                for (int p = 0; p < hd / 2; p++) {
+                    double a = pos[i] * pow(10000.0, -2.0 * p / hd);
+                    int i0 = neox ? p : 2 * p, i1 = neox ? p + hd / 2 : 2 * p + 1;
+                    const float *v = x + (i * h + hh) * hd;
+                    double *o = ref + (i * h + hh) * hd;
+                    o[i0] = v[i0] * cos(a) - v[i1] * sin(a);
+                    o[i1] = v[i0] * sin(a) + v[i1] * cos(a);
+                }
+        for (int isa = 0; isa < n_levels(); isa++) {
+            llm_backend *be = make_be(isa, 2);
+            float *y = be->i->alloc(be, (size_t)n * h * hd);
+            memcpy(y, x, (size_t)n * h * hd * sizeof(float));
+            be->i->rope(be, y, n, h, hd, pos, 10000.0f, neox);
+            /* float angles at position 4095 carry ~2.5e-4 absolute phase error */
+            close_or_fail(neox ? "rope neox" : "rope", isa, y, ref, (size_t)n * h * hd, 0, 1e-3);
+            be->i->release(be, y);
+            llm_backend_free(&be);
+        }
+    }
+    free(x);
+    free(ref);
+}
+
+static void test_elementwise(void **state)
+{
+    (void)state;
+    uint64_t seed = 13;
+    size_t n = 40000 + 13; /* threaded, with a tail */
+    float *a = randv(&seed, n, 12.0f), *b = randv(&seed, n, 3.0f);
+    double *ref = malloc(n * sizeof(double));
+    for (int isa = 0; isa < n_levels(); isa++) {
+        llm_backend *be = make_be(isa, 2);
+        float *y = be->i->alloc(be, n);
+        memcpy(y, a, n * sizeof(float));
+        be->i->gelu(be, y, n);
+        /* relative 2e-6, widened in the negative tail where rounding z = x/sqrt2 to
+         * float alone moves erfc(z) by about z^2 * 1.2e-7 relative */
+        for (size_t i = 0; i < n; i++) {
+            double r = 0.5 * a[i] * erfc(-a[i] / sqrt(2.0));
+            double tol = (2e-6 + (a[i] < 0 ? 1.5e-7 * a[i] * a[i] : 0.0)) * fabs(r) + 1e-30;
+            if (!(fabs(y[i] - r) <= tol))
+                fail_msg("gelu isa %d: gelu(%.9g) = %.9g, ref %.9g", isa, a[i], y[i], r);
+        }
+        be->i->swiglu(be, y, a, b, n);
+        for (size_t i = 0; i < n; i++) ref[i] = a[i] / (1.0 + exp(-(double)a[i])) * b[i];
+        close_or_fail("swiglu", isa, y, ref, n, 2e-6, 1e-30);
+        be->i->add(be, y, a, b, n);
+        for (size_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+        close_or_fail("add", isa, y, ref, n, 1e-7, 0);
+        be->i->copy(be, y, b, n);
+        assert_memory_equal(y, b, n * sizeof(float));
+        /* softmax over 37 rows of 1081 with a spread of 24 */
+        int rows = 37, d = 1081;
+        memcpy(y, a, (size_t)rows * d * sizeof(float));
+        be->i->softmax(be, y, rows, d);
+        for (int r = 0; r < rows; r++) {
+            double mx = -1e300, s = 0;
+            for (int e = 0; e < d; e++) mx = fmax(mx, a[r * d + e]);
+            for (int e = 0; e < d; e++) s += exp(a[r * d + e] - mx);
+            for (int e = 0; e < d; e++) ref[r * d + e] = exp(a[r * d + e] - mx) / s;
+        }
+        /* x - max is rounded to float: up to 1e-6 absolute at -24, so 5e-6 relative */
+        close_or_fail("softmax", isa, y, ref, (size_t)rows * d, 5e-6, 1e-30);
+        be->i->release(be, y);
+        llm_backend_free(&be);
+    }
+    free(a);
+    free(b);
+    free(ref);
+}
+
+/* ---- attention ----------------------------------------------------------- */
+
+static void attn_ref(double *o, const float *q, const float *k, const float *v, size_t kstride,
+                     int nk, int hd, float scale)
+{
+    double *s = malloc(nk * sizeof(double)), mx = -1e300, sum = 0;
+    for (int t = 0; t < nk; t++) {
+        double d = 0;
+        for (int e = 0; e < hd; e++) d += (double)q[e] * k[t * kstride + e];
+        s[t] = d * scale;
+        mx = fmax(mx, s[t]);
+    }
+    for (int t = 0; t < nk; t++) sum += s[t] = exp(s[t] - mx);
+    for (int e = 0; e < hd; e++) {
+        double a = 0;
+        for (int t = 0; t < nk; t++) a += s[t] * v[t * kstride + e];
+        o[e] = a / sum;
+    }
+    free(s);
+}
+
+static void test_attn_causal(void **state)
+{
+    (void)state;
+    uint64_t seed = 17;
+    static const int shapes[][4] = {/* n, pos0, h, g */ {1, 0, 4, 4}, {1, 70, 9, 3},
+                                    {37, 0, 6, 2}, {13, 29, 3, 3}};
+    int hd = 64;
+    for (size_t c = 0; c < 4; c++) {
+        int n = shapes[c][0], pos0 = shapes[c][1], h = shapes[c][2], g = shapes[c][3];
+        int ctx = pos0 + n + 5;
+        float *q = randv(&seed, (size_t)n * h * hd, 2.0f);
+        float *kc = randv(&seed, (size_t)ctx * g * hd, 2.0f), *vc = randv(&seed, (size_t)ctx * g * hd, 1.0f);
+        double *ref = malloc((size_t)n * h * hd * sizeof(double));
+        float scale = 1.0f / 8.0f;
+        for (int i = 0; i < n; i++)
+            for (int hh = 0; hh < h; hh++) {
+                int kv = hh / (h / g);
+                attn_ref(ref + (i * h + hh) * hd, q + (i * h + hh) * hd, kc + kv * hd, vc + kv * hd,
+                         (size_t)g * hd, pos0 + i + 1, hd, scale);
+            }
+        float *y1 = NULL;
+        for (int isa = 0; isa < n_levels(); isa++)
+            for (int nth = 1; nth <= 4; nth += 3) {
+                llm_backend *be = make_be(isa, nth);
+                float *out = be->i->alloc(be, (size_t)n * h * hd);
+                be->i->attn_causal(be, out, q, kc, vc, n, pos0, h, g, hd, scale);
+                close_or_fail("attn_causal", isa, out, ref, (size_t)n * h * hd, 1e-5, 1e-6);
+                if (nth == 1) {
+                    free(y1);
+                    y1 = malloc((size_t)n * h * hd * sizeof(float));
+                    memcpy(y1, out, (size_t)n * h * hd * sizeof(float));
+                } else {
+                    assert_memory_equal(y1, out, (size_t)n * h * hd * sizeof(float));
+                }
+                be->i->release(be, out);
+                llm_backend_free(&be);
+            }
+        free(y1);
+        free(q);
+        free(kc);
+        free(vc);
+        free(ref);
+    }
+}
+
+static void test_attn_bidir(void **state)
+{
+    (void)state;
+    uint64_t seed = 19;
+    int b = 3, t = 11, h = 6, hd = 32;
+    int lens[3] = {11, 4, 1};
+    size_t sz = (size_t)b * t * h * hd, ks = (size_t)h * hd;
+    float *q = randv(&seed, sz, 2.0f), *k = randv(&seed, sz, 2.0f), *v = randv(&seed, sz, 1.0f);
+    double *ref = calloc(sz, sizeof(double));
+    float scale = 0.17f;
+    for (int s = 0; s < b; s++)
+        for (int i = 0; i < lens[s]; i++)
+            for (int hh = 0; hh < h; hh++) {
+                size_t base = (size_t)s * t * ks;
+                attn_ref(ref + base + i * ks + hh * hd, q + base + i * ks + hh * hd, k + base + hh * hd,
+                         v + base + hh * hd, ks, lens[s], hd, scale);
+            }
+    for (int isa = 0; isa < n_levels(); isa++) {
+        llm_backend *be = make_be(isa, 2);
+        float *out = be->i->alloc(be, sz);
+        for (size_t i = 0; i < sz; i++) out[i] = 99.0f; /* padded rows must be overwritten */
+        be->i->attn_bidir(be, out, q, k, v, b, t, h, hd, lens, scale);
+        close_or_fail("attn_bidir", isa, out, ref, sz, 1e-5, 1e-6);
+        be->i->release(be, out);
+        llm_backend_free(&be);
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(ref);
+}
+
+/* ---- misc ---------------------------------------------------------------- */
+
+static void test_memory_and_errors(void **state)
+{
+    (void)state;
+    llm_backend *be = NULL;
+    doc_err err = {0};
+    assert_int_equal(llm_cpu_backend_new(2, &be, &err), DOC_OK);
+    assert_non_null(llm_cpu_isa());
+    float *p = be->i->alloc(be, 1000);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % 64, 0);
+    for (int i = 0; i < 1000; i++) assert_true(p[i] == 0.0f);
+    be->i->release(be, p);
+    be->i->release(be, NULL);
+    uint8_t junk[64] = {0};
+    llm_weight w = {.type = LLM_T_Q8_K, .rows = 1, .cols = 256, .data = junk, .name = "blk.0.bad"};
+    assert_int_equal(be->i->weight_prepare(be, &w, &err), DOC_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "blk.0.bad"));
+    w.type = LLM_T_Q4_0;
+    w.cols = 100; /* not a multiple of 32 */
+    assert_int_equal(be->i->weight_prepare(be, &w, &err), DOC_EFORMAT);
+    /* out-of-range id: zeros and a deferred error from sync */
+    float row[32] = {0}, out[32];
+    w = (llm_weight){.type = LLM_T_F32, .rows = 1, .cols = 32, .data = row, .name = "e"};
+    int32_t id = 5;
+    be->i->get_rows(be, out, &w, &id, 1);
+    assert_int_equal(be->i->sync(be, &err), DOC_EINVAL);
+    assert_int_equal(be->i->sync(be, &err), DOC_OK);
+    llm_backend_free(&be);
+    assert_null(be);
+}
+
+/* ---- performance report (not a pass/fail test) ------------------------- */
+
+static double bench_mm(llm_backend *be, int type, int n, int64_t k, int64_t m, int reps,
+                       double *gbs)
+{
+    uint64_t seed = 5;
+    size_t rb = llm_row_bytes(type, k);
+    float *wf = randv(&seed, (size_t)k * 64, 1.0f);
+    char *wq = malloc(rb * m);
+    for (int64_t r = 0; r < m; r++) llm_quantize_ref(type, wf + (r % 64) * k, wq + r * rb, k);
+    float *x = randv(&seed, (size_t)n * k, 1.0f), *y = be->i->alloc(be, (size_t)n * m);
+    llm_weight w = {.type = type, .rows = m, .cols = k, .data = wq, .name = "b"};
+    be->i->matmul(be, y, x, &w, NULL, n);
+    double t0 = time_now();
+    for (int i = 0; i < reps; i++) be->i->matmul(be, y, x, &w, NULL, n);
+    double dt = (time_now() - t0) / reps;
+    *gbs = (double)rb * m / dt / 1e9;
+    be->i->release(be, y);
+    free(wf);
+    free(wq);
+    free(x);
+    return 2.0 * n * k * m / dt / 1e9;
+}
+
+static void test_perf(void **state)
+{
+    (void)state;
+    for (int nth = 1; nth <= 2; nth++) {
+        llm_backend *be = make_be(cpu_isa_detect(), nth);
+        double gbs, gf;
+        static const char *const names[] = {"ref", "avx2", "avx512"};
+        printf("perf (isa %s, %d thread%s; numbers from a shared machine are noisy):\n",
+               names[cpu_backend_isa(be)], nth, nth > 1 ? "s" : "");
+        bench_mm(be, LLM_T_Q4_1, 1, 576, 1536, 400, &gbs);
+        printf("  matvec q4_1 576->1536:   %6.1f GB/s of weights\n", gbs);
+        bench_mm(be, LLM_T_Q4_1, 1, 1536, 576, 400, &gbs);
+        printf("  matvec q4_1 1536->576:   %6.1f GB/s of weights\n", gbs);
+        bench_mm(be, LLM_T_Q8_0, 1, 576, 49152, 10, &gbs);
+        printf("  matvec q8_0 576->49152:  %6.1f GB/s of weights\n", gbs);
+        bench_mm(be, LLM_T_Q4_1, 1, 576, 49152, 10, &gbs);
+        printf("  matvec q4_1 576->49152:  %6.1f GB/s of weights\n", gbs);
+        gf = bench_mm(be, LLM_T_Q4_1, 64, 576, 1536, 10, &gbs);
+        printf("  prefill q4_1 n=64 576->1536: %6.1f GFLOP/s\n", gf);
+        gf = bench_mm(be, LLM_T_F32, 8192, 384, 1536, 1, &gbs);
+        printf("  gemm f32 (8192x384)(1536x384)^T: %6.1f GFLOP/s\n", gf);
+        llm_backend_free(&be);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul),      cmocka_unit_test(test_get_rows),
+        cmocka_unit_test(test_norms),       cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_elementwise), cmocka_unit_test(test_attn_causal),
+        cmocka_unit_test(test_attn_bidir),  cmocka_unit_test(test_memory_and_errors),
+        cmocka_unit_test(test_perf),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
