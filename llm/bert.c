@@ -197,7 +197,7 @@ int bert_embed(llm_model *m, const char *const *texts, int n, float *out,
             rc = doc_errf(err, DOC_EINVAL, "input %d is NULL", i);
             goto done;
         }
-        rc = llm_tokenize(m, texts[i], strlen(texts[i]), 1, 0, &q[i].ids, &q[i].n, err);
+        rc = llm_tokenize(m, texts[i], strlen(texts[i]), 1, 1, &q[i].ids, &q[i].n, err); /* as sentence-transformers: "[SEP]" in text is the token */
         if (rc) {
             doc_errprefix(err, "input %d", i);
             goto done;
