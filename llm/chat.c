@@ -54,26 +54,24 @@ static int role_ok(const char *r)
     return r && (!strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant"));
 }
 
-/* Llama 2 / Mistral: <s> is added by the tokenizer (BOS); turns are
- * "[INST] {user} [/INST] {assistant}</s>", the system prompt inside the first
- * [INST] wrapped in <<SYS>> markers. */
+/* Llama 2 / Mistral: BOS is added by the tokenizer; turns are
+ * "[INST] {user} [/INST]{assistant}</s>", the system prompt inside the first
+ * [INST] wrapped in <<SYS>> markers (llama.cpp's "llama2-sys" rendering). */
 static int render_llama2(const llm_chat_msg *msgs, int n, buf *out)
 {
     const char *sys = NULL;
-    int rc = 0, first = 1;
+    int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         const char *r = msgs[i].role, *c = msgs[i].content;
         if (!strcmp(r, "system")) {
             sys = c;
         } else if (!strcmp(r, "user")) {
-            if (!first) rc = buf_puts(out, "<s>");
-            if (!rc) rc = buf_puts(out, "[INST] ");
+            rc = buf_puts(out, "[INST] ");
             if (!rc && sys) rc = buf_printf(out, "<<SYS>>\n%s\n<</SYS>>\n\n", sys);
             sys = NULL;
             if (!rc) rc = buf_printf(out, "%s [/INST]", c);
-            first = 0;
         } else {
-            rc = buf_printf(out, " %s</s>", c);
+            rc = buf_printf(out, "%s</s>", c);
         }
     }
     return rc;
