@@ -55,7 +55,7 @@ typedef struct model_args {
 } model_args;
 
 enum { OPT_THREADS = 1000, OPT_BACKEND, OPT_CTX, OPT_TEMPLATE, OPT_JSON, OPT_STATS, OPT_REPEAT,
-       OPT_STOP, OPT_SPECIAL, OPT_BATCH };
+       OPT_STOP, OPT_SPECIAL, OPT_BATCH, OPT_F32 };
 
 static int model_flag(int c, const char *cmd, model_args *a)
 {
@@ -68,6 +68,7 @@ static int model_flag(int c, const char *cmd, model_args *a)
     case OPT_CTX:
         return parse_int(optarg, 16, 1 << 20, &a->opts.n_ctx) ? usage_error(cmd, "--ctx needs 16..1048576") : 0;
     case OPT_TEMPLATE: a->opts.chat_template = optarg; return 0;
+    case OPT_F32: a->opts.weights_f32 = 1; return 0;
     case OPT_BATCH:
         return parse_int(optarg, 1, 4096, &a->opts.batch) ? usage_error(cmd, "--batch needs 1..4096") : 0;
     }
@@ -77,7 +78,8 @@ static int model_flag(int c, const char *cmd, model_args *a)
 #define MODEL_LONGOPTS                                                                  \
     {"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, OPT_THREADS}, \
         {"backend", required_argument, 0, OPT_BACKEND}, {"ctx", required_argument, 0, OPT_CTX}, \
-        {"template", required_argument, 0, OPT_TEMPLATE}, {"help", no_argument, 0, 'h'}
+        {"template", required_argument, 0, OPT_TEMPLATE}, {"f32-weights", no_argument, 0, OPT_F32}, \
+        {"help", no_argument, 0, 'h'}
 
 static int open_model(const char *cmd, model_args *a, llm_model **m)
 {
@@ -235,6 +237,7 @@ static const char generate_help[] =
     "  --template NAME  chat template override: chatml, llama3, llama2, gemma\n"
     "  --threads N      CPU threads (default: all)\n"
     "  --backend B      auto (default), cpu, cuda\n"
+    "  --f32-weights    dequantize weights to f32 at load (exact float math; for verification)\n"
     "  --stats          print prompt and generation speed to stderr\n";
 
 static int print_text(void *ud, const char *text, size_t len)

@@ -25,6 +25,9 @@ typedef struct llm_opts {
     const char *backend;       /* "auto" (default), "cpu", "cuda" */
     const char *chat_template; /* NULL: detect from metadata; else "chatml", "llama3", "llama2", "gemma" */
     int batch;                 /* encoder batch size; 0: 32 */
+    int weights_f32;           /* 1: dequantize every weight to f32 at load (exact
+                                  float math, no activation quantization; 4x the
+                                  memory of Q8 weights; for verification) */
 } llm_opts;
 
 /* llm_model_open: load path (a .gguf file or a directory with config.json).

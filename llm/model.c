@@ -236,6 +236,18 @@ int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int
     w->rows = rows;
     w->data = t->data;
     w->name = t->name;
+    if (m->weights_f32 && t->type != LLM_T_F32) {
+        /* the embedding table may be shared with the output layer: convert once */
+        float *f = malloc((size_t)(cols * rows) * sizeof *f);
+        if (!f) return doc_errf(err, DOC_ENOMEM, "%s: out of memory converting %s to f32", m->src.path, name);
+        llm_dequantize_ref(t->type, t->data, f, cols * rows);
+        if (track((void **)&m->owned, &m->n_owned, &m->cap_owned, f)) {
+            free(f);
+            return doc_errf(err, DOC_ENOMEM, "out of memory");
+        }
+        w->type = LLM_T_F32;
+        w->data = f;
+    }
     int rc = m->be->i->weight_prepare(m->be, w, err);
     if (rc) return rc;
     return track((void **)&m->weights, &m->n_weights, &m->cap_weights, w);
@@ -343,6 +355,7 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     }
     if ((rc = backend_open(m, o, err))) goto done;
     m->batch = o && o->batch > 0 ? o->batch : 32;
+    m->weights_f32 = o && o->weights_f32;
     rc = m->kind == LLM_ENCODER ? bert_load(m, err) : llama_load(m, err);
     if (rc) goto done;
     if (m->kind == LLM_DECODER) {
@@ -380,6 +393,8 @@ void llm_model_close(llm_model **mp)
         for (int i = 0; i < m->n_weights; i++) m->be->i->weight_release(m->be, m->weights[i]);
         for (int i = 0; i < m->n_vecs; i++) m->be->i->release(m->be, m->vecs[i]);
     }
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
     free(m->weights);
     free(m->vecs);
     free(m->layers);

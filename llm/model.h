@@ -48,6 +48,9 @@ struct llm_model {
     int chat;            /* CHAT_* */
     char *chat_system;   /* default system prompt the template inserts, or NULL */
     int n_ctx, batch;
+    int weights_f32;     /* opts.weights_f32: weights converted at load */
+    void **owned;        /* host copies made at load (f32 weights), to free */
+    int n_owned, cap_owned;
     char desc[256];
 };
 
