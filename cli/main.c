@@ -17,9 +17,12 @@
 
 #define EXIT_USAGE 2
 
+/* fail: report a runtime error; what (may be NULL) is context the message lacks */
 static int fail(const char *what, const doc_err *e)
 {
-    fprintf(stderr, "docent: %s: %s\n", what, e->msg[0] ? e->msg : doc_strerror(e->rc));
+    const char *msg = e->msg[0] ? e->msg : doc_strerror(e->rc);
+    if (what) fprintf(stderr, "docent: %s: %s\n", what, msg);
+    else fprintf(stderr, "docent: %s\n", msg);
     return 1;
 }
 
@@ -85,7 +88,7 @@ static int open_model(const char *cmd, model_args *a, llm_model **m)
 {
     if (!a->model) return usage_error(cmd, "-m MODEL is required");
     doc_err e = {0};
-    if (llm_model_open(a->model, &a->opts, m, &e)) return fail(a->model, &e);
+    if (llm_model_open(a->model, &a->opts, m, &e)) return fail(NULL, &e); /* names the file */
     return 0;
 }
 

@@ -25,6 +25,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <cpuid.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -597,11 +598,17 @@ static const llm_backend_i cpu_iface = {
 static const char *const isa_names[] = {"ref", "avx2", "avx512"};
 static const cpu_kern *const isa_tables[] = {&cpu_kern_ref, &cpu_kern_avx2, &cpu_kern_avx512};
 
+/* F16C through cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports lacks it */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 int cpu_isa_detect(void)
 {
     __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                  __builtin_cpu_supports("avx512vnni");
