@@ -182,6 +182,8 @@ static int hparams_check(llm_model *m, doc_err *err)
     if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv)
         return doc_errf(err, DOC_EFORMAT, "%s: %d heads is not a multiple of %d kv heads", p,
                         hp->n_head, hp->n_head_kv);
+    if (hp->n_ctx_train <= 0)
+        return doc_errf(err, DOC_EFORMAT, "%s: bad hyperparameters (context length %d)", p, hp->n_ctx_train);
     hp->head_dim = hp->d / hp->n_head;
     if (hp->head_dim % 2)
         return doc_errf(err, DOC_EFORMAT, "%s: head dimension %d is odd", p, hp->head_dim);
