@@ -339,6 +339,7 @@ static int cmd_generate(int argc, char **argv)
         goto done;
     }
     putchar('\n');
+    fflush(stdout); /* the stats line on stderr comes after the text */
     if (stats)
         fprintf(stderr, "prompt: %d tokens, %.1f tok/s; generate: %d tokens, %.1f tok/s (%s)\n",
                 st.n_prompt, st.t_prompt > 0 ? st.n_prompt / st.t_prompt : 0.0, st.n_gen,
