@@ -98,6 +98,8 @@ test: deps models
 test-long: deps models
 	@$(MAKE) --no-print-directory all
 	@DOCENT_TEST_LONG=1 tests/run.sh $(BUILD)
+	@$(MAKE) --no-print-directory fuzz
+	@tests/fuzz/run.sh $(BUILD) $${FUZZ_SECONDS:-300}
 
 asan: deps models
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang OPT=-O1 CUDA=0 \
