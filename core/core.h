@@ -152,7 +152,10 @@ double time_now(void); /* monotonic seconds */
 
 /*
  * pool: n persistent threads (the caller counts as thread 0).  pool_run runs
- * fn(ctx, ith, nth) on every thread and returns when all have finished.  Workers
+ * fn(ctx, ith, nth) once for each share ith < nth (nth = n), each on whichever
+ * thread claims it first (the caller runs the shares no worker has started, so
+ * a descheduled worker costs no wait), and returns when all have finished;
+ * shares running at the same time have distinct ith.  Workers
  * spin briefly between jobs, then sleep, so back-to-back small jobs (one
  * matmul per layer per token) do not pay a wake-up each.  One pool_run at a
  * time per pool (not re-entrant); the pool itself is owned by one model/user.

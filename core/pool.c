@@ -1,10 +1,17 @@
 /*
  * pool.c - persistent thread pool.
  *
- * Design: a job is published by bumping `gen`; workers spin on it for a short
- * while (decode issues one job per matmul, tens of microseconds apart), then
- * fall back to a condition variable.  The caller runs share 0 itself and then
- * waits for `pending` to reach zero.  Invariant: only one job is in flight.
+ * Design: a job is n shares (n = the pool's size), each run exactly once by
+ * whichever thread claims it first.  The job word `claim` packs the job's
+ * generation (high 32 bits) and the next unclaimed share (low 32 bits); the
+ * caller publishes a job by storing (gen, 0), then claims shares itself like
+ * any worker, and returns when `done` reaches n.  A worker claims with a CAS
+ * on the word it read, so a worker that wakes late (descheduled on a busy
+ * machine) never runs a share of a job that already moved on, and the caller
+ * never waits for a thread that has not started: it runs the unclaimed
+ * shares itself.  Workers spin on the word for a short while (decode issues
+ * one job per matmul, tens of microseconds apart), then sleep on a condition
+ * variable.  Invariant: only one job is in flight.
  */
 #include "core.h"
 
@@ -21,29 +28,44 @@ struct pool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_uint gen;
-    atomic_int pending;
+    _Atomic uint64_t claim; /* generation << 32 | next share */
+    atomic_int done;        /* shares of the current job finished */
     atomic_int stop;
-    pool_fn fn;
-    void *ctx;
+    _Atomic(pool_fn) fn;
+    _Atomic(void *) ctx;
 };
 
 typedef struct {
     pool *p;
-    int ith;
 } worker_arg;
+
+/* run the shares of the job whose word is v that this thread can still claim */
+static void run_shares(pool *p, uint64_t v)
+{
+    for (;;) {
+        uint32_t s = (uint32_t)v;
+        if (s >= (uint32_t)p->n) return;
+        pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            fn(ctx, (int)s, p->n);
+            atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+            v = atomic_load_explicit(&p->claim, memory_order_acquire);
+        }
+    }
+}
 
 static void *worker(void *arg)
 {
     worker_arg *wa = arg;
     pool *p = wa->p;
-    int ith = wa->ith;
     free(wa);
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        unsigned g;
+        uint64_t v;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
+        while ((uint32_t)((v = atomic_load_explicit(&p->claim, memory_order_acquire)) >> 32) == seen &&
                !atomic_load(&p->stop)) {
             if (++spins < SPIN_ITERS) {
 #if defined(__x86_64__)
@@ -52,14 +74,13 @@ static void *worker(void *arg)
                 continue;
             }
             pthread_mutex_lock(&p->mu);
-            while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
+            while ((uint32_t)(atomic_load(&p->claim) >> 32) == seen && !atomic_load(&p->stop))
                 pthread_cond_wait(&p->cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load(&p->stop)) return NULL;
-        seen = g;
-        p->fn(p->ctx, ith, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+        seen = (uint32_t)(v >> 32);
+        run_shares(p, v);
     }
 }
 
@@ -85,7 +106,7 @@ int pool_new(int nthreads, pool **out)
     }
     for (int i = 1; i < nthreads; i++) {
         worker_arg *wa = malloc(sizeof *wa);
-        if (!wa || pthread_create(&p->threads[i], NULL, worker, (wa->p = p, wa->ith = i, wa))) {
+        if (!wa || pthread_create(&p->threads[i], NULL, worker, (wa->p = p, wa))) {
             free(wa);
             p->n = i; /* the ones started so far */
             pool_free(&p);
@@ -104,16 +125,19 @@ void pool_run(pool *p, pool_fn fn, void *ctx)
         fn(ctx, 0, 1);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store(&p->pending, p->n - 1);
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint64_t gen = (atomic_load_explicit(&p->claim, memory_order_relaxed) >> 32) + 1;
+    if ((uint32_t)gen == 0) gen = 1; /* workers start having seen generation 0 */
+    uint64_t v = (uint64_t)(uint32_t)gen << 32;
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->claim, v, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    fn(ctx, 0, p->n);
+    run_shares(p, v);
     int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n) {
         if (++spins > SPIN_ITERS) sched_yield();
 #if defined(__x86_64__)
         else __builtin_ia32_pause();

@@ -48,6 +48,8 @@ typedef struct llm_weight {
     const void *data;
     void *dev;
     const char *name; /* for messages */
+    int rows_only;    /* only get_rows reads it (an untied embedding table):
+                         backends skip their matmul layout */
 } llm_weight;
 
 typedef struct llm_backend llm_backend;
@@ -118,6 +120,10 @@ struct llm_backend {
 int llm_cpu_backend_new(int n_threads, llm_backend **out, doc_err *err);
 /* llm_cpu_isa: name of the kernel set the CPU backend chose ("avx512", ...). */
 const char *llm_cpu_isa(void);
+/* llm_cpu_bf16: 1 when the CPU backend (at the level DOCENT_ISA allows) runs
+ * BF16 weights through its AVX512_BF16 GEMM, at twice the F32 rate; BF16
+ * weights take activations rounded to bf16 on every level. */
+int llm_cpu_bf16(void);
 
 /* llm_cuda_backend_new: the CUDA backend (DOC_EDEVICE without a usable device,
  * DOC_EUNSUPPORTED in a build without CUDA). */

@@ -6,7 +6,12 @@
  *   per layer (post-norm):  x = LN(x + Wo·attn(Wq x, Wk x, Wv x));  x = LN(x + Wd·gelu(Wu x))
  *   pool (mean over valid tokens, or CLS) and L2-normalise on the host.
  * Inputs are sorted by token count before batching so padding stays small;
- * results are written back in the caller's order.
+ * results are written back in the caller's order.  The FFN runs in passes of
+ * FFN_ROWS rows so its wide activation stays in cache.  On the CPU backend
+ * with AVX512_BF16 the six matmul weights of each layer are held as BF16
+ * (model_weight_bf16; opts.weights_f32 keeps them f32): the matmuls run at
+ * twice the f32 rate and every test passage stays within cosine 0.9999 of
+ * sentence-transformers (minimum measured 0.99996).
  */
 #include "llm/model.h"
 
@@ -27,9 +32,10 @@ int bert_load(llm_model *m, doc_err *err)
     if (hp->n_types <= 0 || hp->n_types > 16)
         return doc_errf(err, DOC_EFORMAT, "%s: tensor token_types.weight missing or with %d types",
                         m->src.path, hp->n_types);
-    if ((rc = model_weight(m, "token_embd.weight", d, hp->n_vocab, 1, &m->tok_embd, err)) ||
-        (rc = model_weight(m, "position_embd.weight", d, hp->n_ctx_train, 1, &m->pos_embd, err)) ||
-        (rc = model_weight(m, "token_types.weight", d, hp->n_types, 1, &m->type_embd, err)) ||
+    const int emb = W_REQUIRED | W_ROWS_ONLY;
+    if ((rc = model_weight(m, "token_embd.weight", d, hp->n_vocab, emb, &m->tok_embd, err)) ||
+        (rc = model_weight(m, "position_embd.weight", d, hp->n_ctx_train, emb, &m->pos_embd, err)) ||
+        (rc = model_weight(m, "token_types.weight", d, hp->n_types, emb, &m->type_embd, err)) ||
         (rc = model_vec(m, "token_embd_norm.weight", d, 1, &m->embd_norm, err)) ||
         (rc = model_vec(m, "token_embd_norm.bias", d, 1, &m->embd_norm_b, err)))
         return rc;
@@ -63,11 +69,22 @@ int bert_load(llm_model *m, doc_err *err)
         V(ffn_norm_b, "layer_output_norm", "bias", d);
 #undef W
 #undef V
+        /* matmul weights as BF16 where that doubles the GEMM rate (weights_f32 keeps f32) */
+        if (!m->weights_f32 && !strcmp(m->be->i->name, "cpu") && llm_cpu_bf16()) {
+            llm_weight *mw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
+            for (size_t j = 0; j < sizeof mw / sizeof mw[0]; j++)
+                if ((rc = model_weight_bf16(m, mw[j], err))) return rc;
+        }
     }
     return DOC_OK;
 }
 
-/* per-call scratch, sized for the largest batch */
+/* FFN rows per pass: the (rows, ff) activation between the up and down
+ * matmuls stays in cache instead of making a round trip through memory for
+ * gelu and for the down matmul's input (4 x wider than the model) */
+#define FFN_ROWS 256
+
+/* per-call scratch, sized for the largest batch (ff: FFN_ROWS rows at most) */
 typedef struct {
     float *x, *tmp, *q, *k, *v, *att, *ff;
     float *host;
@@ -97,7 +114,7 @@ static int scratch_alloc(llm_model *m, int b, int t, bert_scratch *s)
     s->k = be->i->alloc(be, N * d);
     s->v = be->i->alloc(be, N * d);
     s->att = be->i->alloc(be, N * d);
-    s->ff = be->i->alloc(be, N * (size_t)m->hp.n_ff);
+    s->ff = be->i->alloc(be, (N < FFN_ROWS ? N : FFN_ROWS) * (size_t)m->hp.n_ff);
     s->host = malloc(N * d * sizeof(float));
     s->ids = malloc(N * sizeof(int32_t));
     s->pos = malloc(N * sizeof(int32_t));
@@ -136,9 +153,12 @@ static int forward(llm_model *m, bert_scratch *s, int b, int t, float *const *ou
         op->matmul(be, s->tmp, s->att, &L->wo, L->bo, N);
         op->add(be, s->tmp, s->tmp, s->x, (size_t)N * d);
         op->layernorm(be, s->x, s->tmp, L->attn_norm, L->attn_norm_b, N, d, hp->norm_eps);
-        op->matmul(be, s->ff, s->x, &L->w_up, L->b_up, N);              /* (N, ff) */
-        op->gelu(be, s->ff, (size_t)N * hp->n_ff);
-        op->matmul(be, s->tmp, s->ff, &L->w_down, L->b_down, N);
+        for (int r0 = 0; r0 < N; r0 += FFN_ROWS) {
+            int nr = N - r0 < FFN_ROWS ? N - r0 : FFN_ROWS;
+            op->matmul(be, s->ff, s->x + (size_t)r0 * d, &L->w_up, L->b_up, nr); /* (nr, ff) */
+            op->gelu(be, s->ff, (size_t)nr * hp->n_ff);
+            op->matmul(be, s->tmp + (size_t)r0 * d, s->ff, &L->w_down, L->b_down, nr);
+        }
         op->add(be, s->tmp, s->tmp, s->x, (size_t)N * d);
         op->layernorm(be, s->x, s->tmp, L->ffn_norm, L->ffn_norm_b, N, d, hp->norm_eps);
     }

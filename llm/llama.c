@@ -27,10 +27,12 @@ int llama_load(llm_model *m, doc_err *err)
     const int d = hp->d, ff = hp->n_ff, hd = hp->head_dim;
     const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
     int rc;
-    if ((rc = model_weight(m, "token_embd.weight", d, hp->n_vocab, 1, &m->tok_embd, err)) ||
-        (rc = model_vec(m, "output_norm.weight", d, 1, &m->out_norm, err)) ||
+    if ((rc = model_vec(m, "output_norm.weight", d, 1, &m->out_norm, err)) ||
         (rc = model_weight(m, "output.weight", d, hp->n_vocab, 0, &m->output, err)))
         return rc;
+    /* with a separate output matrix the embedding table is only gathered from */
+    int emb = W_REQUIRED | (m->output.data ? W_ROWS_ONLY : 0);
+    if ((rc = model_weight(m, "token_embd.weight", d, hp->n_vocab, emb, &m->tok_embd, err))) return rc;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings (SmolLM2, Qwen2 small) */
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return doc_errf(err, DOC_ENOMEM, "out of memory");

@@ -212,13 +212,13 @@ static int track(void **arr, int *n, int *cap, void *p)
     return DOC_OK;
 }
 
-int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int required,
+int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int flags,
                  llm_weight *w, doc_err *err)
 {
     memset(w, 0, sizeof *w);
     const llm_tensor *t = src_tensor(&m->src, name);
     if (!t) {
-        if (required) return doc_errf(err, DOC_EFORMAT, "%s: missing tensor %s", m->src.path, name);
+        if (flags & W_REQUIRED) return doc_errf(err, DOC_EFORMAT, "%s: missing tensor %s", m->src.path, name);
         return DOC_OK;
     }
     if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
@@ -238,6 +238,7 @@ int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int
     w->rows = rows;
     w->data = t->data;
     w->name = t->name;
+    w->rows_only = !!(flags & W_ROWS_ONLY);
     if (m->weights_f32 && t->type != LLM_T_F32) {
         /* the embedding table may be shared with the output layer: convert once */
         float *f = malloc((size_t)(cols * rows) * sizeof *f);
@@ -253,6 +254,24 @@ int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int
     int rc = m->be->i->weight_prepare(m->be, w, err);
     if (rc) return rc;
     return track((void **)&m->weights, &m->n_weights, &m->cap_weights, w);
+}
+
+int model_weight_bf16(llm_model *m, llm_weight *w, doc_err *err)
+{
+    if (w->type != LLM_T_F32) return DOC_OK;
+    size_t n = (size_t)w->rows * (size_t)w->cols;
+    uint16_t *h = malloc(n * sizeof *h);
+    if (!h) return doc_errf(err, DOC_ENOMEM, "out of memory converting %s to bf16", w->name);
+    if (track((void **)&m->owned, &m->n_owned, &m->cap_owned, h)) {
+        free(h);
+        return doc_errf(err, DOC_ENOMEM, "out of memory");
+    }
+    const float *f = w->data;
+    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(f[i]);
+    m->be->i->weight_release(m->be, w);
+    w->type = LLM_T_BF16;
+    w->data = h;
+    return m->be->i->weight_prepare(m->be, w, err);
 }
 
 int model_vec(llm_model *m, const char *name, int64_t n, int required, float **out, doc_err *err)

@@ -13,8 +13,15 @@
  * by the backend; threads take contiguous ranges of output rows and walk them
  * in tiles of rows x tokens so a weight tile stays in L1 while several tokens
  * use it.  Float weights with several tokens go through a packed-panel GEMM:
- * each thread packs CPU_GEMM_NR rows of W k-major and runs the register-tiled
- * micro-kernel over chunks of tokens sized to stay in L2.
+ * weight_prepare packs W once into panels of CPU_GEMM_NR rows, k-major
+ * (w->dev), and threads run the register-tiled micro-kernel over their panels
+ * and chunks of tokens sized to stay in L2.  BF16 weights take bf16-rounded
+ * activations at every level; where the CPU has AVX512_BF16 their panels stay
+ * bf16 and the GEMM is vdpbf16ps (twice the f32 rate).
+ *
+ * attention: one blocked kernel call per (sequence, head) for encoder batches
+ * and per (head, chunk of queries) for prefill (internal.h, cpu_attn_fn);
+ * decode keeps the row-at-a-time dot/axpy path.
  *
  * Scratch is planned: it grows (doubling) only when a call needs more than
  * any earlier call, so steady-state decode and prefill never allocate.  An
@@ -32,6 +39,8 @@
 #define MAX_THREADS 256
 #define ROW_TILE 8        /* weight rows per dot tile */
 #define TOK_TILE 8        /* tokens per dot tile */
+#define RG_ROW_TILE 64    /* the same for the row-group layout (a multiple of CPU_RG) */
+#define RG_TOK_TILE 32
 #define GEMM_MIN_TOKENS 4 /* below this float weights use the dot path */
 #define PAR_MIN 16384     /* elements below which elementwise ops stay on one thread */
 #define L2_BUDGET (512 * 1024)
@@ -125,9 +134,109 @@ static void cpu_release(llm_backend *be, void *p)
     free(p);
 }
 
+/* rg_pack: rows x k of Q4_0 / Q4_1 / Q8_0 into the row-group layout (internal.h) at dst */
+static void rg_pack(int type, const void *src, int64_t rows, int64_t k, uint8_t *dst)
+{
+    size_t rb = llm_row_bytes(type, k), gbs = cpu_rg_bytes(type, k), qb = cpu_rg_qbytes(type);
+    int64_t nb = k / 32, ng = (rows + CPU_RG - 1) / CPU_RG;
+    memset(dst, 0, (size_t)ng * gbs);
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *g = dst + (size_t)(r / CPU_RG) * gbs;
+        uint16_t *dh = (uint16_t *)(void *)(g + nb * qb), *mh = dh + nb * CPU_RG;
+        int i = (int)(r % CPU_RG);
+        const char *row = (const char *)src + (size_t)r * rb;
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *q = g + b * qb + 4 * i;
+            const uint8_t *qs;
+            uint8_t flip = 0;
+            if (type == LLM_T_Q4_0) {
+                const block_q4_0 *blk = (const block_q4_0 *)row + b;
+                dh[CPU_RG * b + i] = blk->d;
+                qs = blk->qs;
+            } else if (type == LLM_T_Q4_1) {
+                const block_q4_1 *blk = (const block_q4_1 *)row + b;
+                dh[CPU_RG * b + i] = blk->d;
+                mh[CPU_RG * b + i] = blk->m;
+                qs = blk->qs;
+            } else {
+                const block_q8_0 *blk = (const block_q8_0 *)row + b;
+                dh[CPU_RG * b + i] = blk->d;
+                qs = (const uint8_t *)blk->qs;
+                flip = 0x80;
+            }
+            for (size_t p = 0; p < qb / 64; p++)
+                for (int t = 0; t < 4; t++) q[64 * p + t] = qs[4 * p + t] ^ flip;
+        }
+    }
+}
+
+typedef struct {
+    const llm_weight *w;
+    float *panels;
+} fpack_job;
+
+/* panels [p0, p1) of a BF16 weight in the bf16 pair layout (cpu_gemm_bf16_i) */
+static void fpack_bf16_range(cpu_ctx *c, void *arg, int64_t p0, int64_t p1, int ith)
+{
+    (void)c;
+    (void)ith;
+    fpack_job *j = arg;
+    const llm_weight *w = j->w;
+    int64_t k = w->cols, kp = (k + 1) & ~(int64_t)1;
+    size_t wbs = llm_row_bytes(w->type, k);
+    for (int64_t p = p0; p < p1; p++) {
+        uint16_t *panel = (uint16_t *)(void *)j->panels + p * kp * CPU_GEMM_NR;
+        memset(panel, 0, (size_t)kp * CPU_GEMM_NR * sizeof(uint16_t));
+        for (int r = 0; r < CPU_GEMM_NR && p * CPU_GEMM_NR + r < w->rows; r++) {
+            const uint16_t *row = (const uint16_t *)(const void *)((const char *)w->data +
+                                                                   (p * CPU_GEMM_NR + r) * wbs);
+            for (int64_t kk = 0; kk < k; kk++)
+                panel[(kk >> 1) * 2 * CPU_GEMM_NR + 2 * r + (kk & 1)] = row[kk];
+        }
+    }
+}
+
+static void fpack_range(cpu_ctx *c, void *arg, int64_t p0, int64_t p1, int ith)
+{
+    (void)ith;
+    fpack_job *j = arg;
+    const llm_weight *w = j->w;
+    size_t wbs = llm_row_bytes(w->type, w->cols), psize = (size_t)w->cols * CPU_GEMM_NR;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t r = p * CPU_GEMM_NR;
+        int nc = (int)(w->rows - r < CPU_GEMM_NR ? w->rows - r : CPU_GEMM_NR);
+        c->k.pack(w->type, (const char *)w->data + r * wbs, wbs, w->cols, nc, j->panels + p * psize);
+    }
+}
+
+/*
+ * float_prepare: a float-type weight (F32, F16, BF16) packed once into the
+ * GEMM's k-major panels (internal.h), all of them in w->dev, so prefill and
+ * encoder matmuls stream panels instead of repacking W for every chunk of
+ * tokens.  w->data stays in use for get_rows and the few-token dot path.
+ * Costs one f32 copy of the weight, or one bf16 copy for a BF16 weight on a
+ * level with the BF16 GEMM (bf16 pair panels, cpu_gemm_bf16_i).
+ */
+static int float_prepare(cpu_ctx *c, llm_weight *w, const char *name, doc_err *err)
+{
+    int bf16 = w->type == LLM_T_BF16 && c->k.gemm_bf16;
+    int64_t np = (w->rows + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
+    size_t esize = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t psize = (size_t)(bf16 ? (w->cols + 1) & ~(int64_t)1 : w->cols) * CPU_GEMM_NR;
+    if ((size_t)np > SIZE_MAX / esize / psize)
+        return doc_errf(err, DOC_ELIMIT, "weight %s: %lld x %lld too large to pack", name,
+                        (long long)w->rows, (long long)w->cols);
+    fpack_job j = {w, aligned_alloc(64, (size_t)np * psize * esize)};
+    if (!j.panels)
+        return doc_errf(err, DOC_ENOMEM, "weight %s: out of memory packing %zu bytes", name,
+                        (size_t)np * psize * esize);
+    par_for(c, np, 1, (double)psize, bf16 ? fpack_bf16_range : fpack_range, &j);
+    w->dev = j.panels;
+    return DOC_OK;
+}
+
 static int cpu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
 {
-    (void)be;
     const llm_type_info *ti = llm_type(w->type);
     const char *name = w->name ? w->name : "(unnamed)";
     if (!ti || cpu_act_type(w->type) < 0)
@@ -138,12 +247,25 @@ static int cpu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
                         (long long)w->rows, (long long)w->cols, ti->name);
     if (!w->data) return doc_errf(err, DOC_EINVAL, "weight %s: no data", name);
     w->dev = NULL;
+    if (w->rows_only) return DOC_OK; /* get_rows reads w->data */
+    if (cpu_act_type(w->type) == LLM_T_F32) return float_prepare(ctx_of(be), w, name, err);
+    if (!ctx_of(be)->k.dotg[w->type]) return DOC_OK;
+    size_t ng = (size_t)((w->rows + CPU_RG - 1) / CPU_RG), gbs = cpu_rg_bytes(w->type, w->cols);
+    if (ng > SIZE_MAX / gbs)
+        return doc_errf(err, DOC_ELIMIT, "weight %s: %lld rows too many to repack", name,
+                        (long long)w->rows);
+    w->dev = aligned_alloc(64, ng * gbs);
+    if (!w->dev)
+        return doc_errf(err, DOC_ENOMEM, "weight %s: out of memory repacking %zu bytes", name,
+                        ng * gbs);
+    rg_pack(w->type, w->data, w->rows, w->cols, w->dev);
     return DOC_OK;
 }
 
 static void cpu_weight_release(llm_backend *be, llm_weight *w)
 {
     (void)be;
+    free(w->dev);
     w->dev = NULL;
 }
 
@@ -172,10 +294,12 @@ typedef struct {
     const char *w;
     size_t wbs; /* bytes per weight row */
     int wtype, act;
+    int grouped; /* w is the row-group layout (w->dev), wbs the bytes per group */
     const float *bias;
     int64_t k, m;
     int n;
     float *panels;     /* gemm: one panel of k x NR floats per thread */
+    const void *prepacked; /* gemm: every panel, made by weight_prepare (or NULL) */
     int64_t tok_chunk; /* gemm: tokens per L2-sized chunk */
 } mm_job;
 
@@ -201,14 +325,16 @@ static void mm_dot_rows(cpu_ctx *c, void *arg, int64_t r0, int64_t r1, int ith)
 {
     (void)ith;
     mm_job *j = arg;
-    cpu_dot_fn dot = c->k.dot[j->wtype];
-    int tt = j->n == 1 ? 1 : TOK_TILE;
-    int64_t rt = j->n == 1 ? r1 - r0 : ROW_TILE;
+    cpu_dot_fn dot = j->grouped ? c->k.dotg[j->wtype] : c->k.dot[j->wtype];
+    int tt = j->n == 1 ? 1 : j->grouped ? RG_TOK_TILE : TOK_TILE;
+    int64_t rt = j->n == 1 ? r1 - r0 : j->grouped ? RG_ROW_TILE : ROW_TILE;
     for (int64_t r = r0; r < r1; r += rt) {
         int nw = (int)(r + rt < r1 ? rt : r1 - r);
+        /* r0 is a multiple of CPU_RG (par_for's alignment), so r is one too */
+        const char *w = j->grouped ? j->w + r / CPU_RG * j->wbs : j->w + r * j->wbs;
         for (int t = 0; t < j->n; t += tt) {
             int nx = t + tt < j->n ? tt : j->n - t;
-            dot(j->k, j->y + t * j->m + r, (size_t)j->m, j->w + r * j->wbs, j->wbs,
+            dot(j->k, j->y + t * j->m + r, (size_t)j->m, w, j->wbs,
                 (const char *)j->xq + t * j->xbs, j->xbs, nw, nx);
         }
     }
@@ -219,14 +345,20 @@ static void mm_dot_rows(cpu_ctx *c, void *arg, int64_t r0, int64_t r1, int ith)
 static void mm_gemm_panels(cpu_ctx *c, void *arg, int64_t p0, int64_t p1, int ith)
 {
     mm_job *j = arg;
-    float *panel = j->panels + (size_t)ith * j->k * CPU_GEMM_NR;
+    size_t psize = (size_t)j->k * CPU_GEMM_NR;
     int mr = c->k.gemm_mr;
     for (int64_t t0 = 0; t0 < j->n; t0 += j->tok_chunk) {
         int64_t t1 = t0 + j->tok_chunk < j->n ? t0 + j->tok_chunk : j->n;
         for (int64_t p = p0; p < p1; p++) {
             int64_t r = p * CPU_GEMM_NR;
             int nc = (int)(j->m - r < CPU_GEMM_NR ? j->m - r : CPU_GEMM_NR);
-            c->k.pack(j->wtype, j->w + r * j->wbs, j->wbs, j->k, nc, panel);
+            const float *panel;
+            if (j->prepacked) {
+                panel = (const float *)j->prepacked + p * psize;
+            } else {
+                panel = j->panels + ith * psize;
+                c->k.pack(j->wtype, j->w + r * j->wbs, j->wbs, j->k, nc, j->panels + ith * psize);
+            }
             for (int64_t t = t0; t < t1; t += mr) {
                 int nt = (int)(t + mr < t1 ? mr : t1 - t);
                 c->k.gemm(j->k, panel, j->x + t * j->k, (size_t)j->k, j->y + t * j->m + r,
@@ -234,6 +366,116 @@ static void mm_gemm_panels(cpu_ctx *c, void *arg, int64_t p0, int64_t p1, int it
             }
         }
     }
+}
+
+/*
+ * Float weights.  BF16 weights take activations rounded to bf16 (nearest
+ * even) at every level and every token count, so the levels agree up to the
+ * order of f32 additions (bf16 x bf16 products are exact in f32); the level
+ * with AVX512_BF16 keeps them as bf16 and runs vdpbf16ps on bf16 panels.
+ */
+static inline uint16_t bf16_round(float f) /* core's f32_to_bf16, inline to vectorize */
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7FFF + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+static inline int64_t bf16_kp(int64_t k) { return (k + 1) & ~(int64_t)1; }
+
+/* x rows rounded to bf16: as bf16 (xb, rows kp long, zero-padded) or as f32 (xr) */
+typedef struct {
+    const float *x;
+    int64_t k;
+    uint16_t *xb;
+    float *xr;
+} bfx_job;
+
+static void bf16_rows(cpu_ctx *c, void *arg, int64_t t0, int64_t t1, int ith)
+{
+    (void)ith;
+    bfx_job *j = arg;
+    int64_t k = j->k, kp = bf16_kp(k);
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = j->x + t * k;
+        if (j->xb) {
+            uint16_t *o = j->xb + t * kp;
+            c->k.gemm_bf16->round(x, o, k);
+            if (kp > k) o[k] = 0;
+        } else {
+            float *o = j->xr + t * k;
+            for (int64_t i = 0; i < k; i++) {
+                uint32_t u = (uint32_t)bf16_round(x[i]) << 16;
+                memcpy(o + i, &u, sizeof u);
+            }
+        }
+    }
+}
+
+/* panels [p0, p1) of a BF16 weight through the AVX512_BF16 micro-kernel */
+static void mm_bf16_panels(cpu_ctx *c, void *arg, int64_t p0, int64_t p1, int ith)
+{
+    (void)ith;
+    mm_job *j = arg;
+    const cpu_gemm_bf16_i *g = c->k.gemm_bf16;
+    int64_t kp = bf16_kp(j->k);
+    const uint16_t *xb = j->xq;
+    for (int64_t t0 = 0; t0 < j->n; t0 += j->tok_chunk) {
+        int64_t t1 = t0 + j->tok_chunk < j->n ? t0 + j->tok_chunk : j->n;
+        for (int64_t p = p0; p < p1; p++) {
+            int64_t r = p * CPU_GEMM_NR;
+            int nc = (int)(j->m - r < CPU_GEMM_NR ? j->m - r : CPU_GEMM_NR);
+            const uint16_t *panel = (const uint16_t *)j->prepacked + p * kp * CPU_GEMM_NR;
+            for (int64_t t = t0; t < t1; t += g->mr) {
+                int nt = (int)(t + g->mr < t1 ? g->mr : t1 - t);
+                g->gemm(kp, panel, xb + t * kp, (size_t)kp, j->y + t * j->m + r, (size_t)j->m, nt,
+                        nc, j->bias ? j->bias + r : NULL);
+            }
+        }
+    }
+}
+
+/* mm_float: matmul of a float-type weight: GEMM over panels (weight_prepare's,
+ * or packed per call) from GEMM_MIN_TOKENS tokens, the dot kernels below */
+static int mm_float(cpu_ctx *c, mm_job *j, const llm_weight *w)
+{
+    int64_t k = j->k, n = j->n, np = (j->m + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
+    int gemm = n >= GEMM_MIN_TOKENS, bf16 = w->type == LLM_T_BF16;
+    j->prepacked = gemm ? w->dev : NULL;
+    if (bf16 && gemm && w->dev && c->k.gemm_bf16) { /* w->dev holds bf16 panels */
+        int64_t kp = bf16_kp(k), mr = c->k.gemm_bf16->mr;
+        bfx_job b = {j->x, k, scratch_get(c, (size_t)(n * kp) * sizeof(uint16_t)), NULL};
+        if (!b.xb) return DOC_ENOMEM;
+        par_for(c, n, 1, (double)k * 2, bf16_rows, &b);
+        j->xq = b.xb;
+        int64_t chunk = L2_BUDGET / (kp * (int64_t)sizeof(uint16_t)) / mr * mr;
+        j->tok_chunk = chunk < mr ? mr : chunk;
+        par_for(c, np, 1, (double)n * k * CPU_GEMM_NR, mm_bf16_panels, j);
+        return DOC_OK;
+    }
+    size_t xsize = bf16 ? (size_t)(n * k) * sizeof(float) : 0, psize = 0;
+    if (gemm && !j->prepacked) psize = (size_t)k * CPU_GEMM_NR * sizeof(float) * c->nth;
+    char *scr = xsize + psize ? scratch_get(c, xsize + psize) : NULL;
+    if (xsize + psize && !scr) return DOC_ENOMEM;
+    if (bf16) {
+        bfx_job b = {j->x, k, NULL, (float *)scr};
+        par_for(c, n, 1, (double)k * 2, bf16_rows, &b);
+        j->x = b.xr;
+    }
+    if (gemm) {
+        j->panels = psize ? (float *)(scr + xsize) : NULL;
+        int mr = c->k.gemm_mr;
+        int64_t chunk = L2_BUDGET / (k * (int64_t)sizeof(float)) / mr * mr;
+        j->tok_chunk = chunk < mr ? mr : chunk;
+        par_for(c, np, 1, (double)n * k * CPU_GEMM_NR, mm_gemm_panels, j);
+        return DOC_OK;
+    }
+    j->xq = (void *)j->x;
+    j->xbs = (size_t)k * sizeof(float);
+    par_for(c, j->m, CPU_RG, (double)n * k, mm_dot_rows, j);
+    return DOC_OK;
 }
 
 static void cpu_matmul(llm_backend *be, float *y, const float *x, const llm_weight *w,
@@ -245,33 +487,25 @@ static void cpu_matmul(llm_backend *be, float *y, const float *x, const llm_weig
                 .wtype = w->type, .act = cpu_act_type(w->type), .bias = bias,
                 .k = k, .m = m, .n = n};
     if (n <= 0) return;
+    if (w->dev && j.act != LLM_T_F32) { /* a float weight's dev holds GEMM panels */
+        j.w = w->dev;
+        j.wbs = cpu_rg_bytes(w->type, k);
+        j.grouped = 1;
+    }
     if (j.act < 0) {
         defer_error(c, DOC_EUNSUPPORTED, "cpu matmul: unsupported weight type");
         memset(y, 0, (size_t)n * m * sizeof(float));
         return;
     }
-    if (j.act == LLM_T_F32 && n >= GEMM_MIN_TOKENS) {
-        size_t psize = (size_t)k * CPU_GEMM_NR * sizeof(float);
-        j.panels = scratch_get(c, psize * c->nth);
-        if (!j.panels) goto fail;
-        int mr = c->k.gemm_mr;
-        int64_t chunk = L2_BUDGET / (k * (int64_t)sizeof(float));
-        chunk = chunk / mr * mr;
-        j.tok_chunk = chunk < mr ? mr : chunk;
-        int64_t np = (m + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
-        par_for(c, np, 1, (double)n * k * CPU_GEMM_NR, mm_gemm_panels, &j);
+    if (j.act == LLM_T_F32) {
+        if (mm_float(c, &j, w)) goto fail;
         return;
     }
-    if (j.act == LLM_T_F32) {
-        j.xq = (void *)x;
-        j.xbs = (size_t)k * sizeof(float);
-    } else {
-        j.xbs = llm_row_bytes(j.act, k);
-        j.xq = scratch_get(c, j.xbs * n);
-        if (!j.xq) goto fail;
-        par_for(c, n, 1, (double)k * 4, quant_rows, &j);
-    }
-    par_for(c, m, 16, (double)n * k, mm_dot_rows, &j);
+    j.xbs = llm_row_bytes(j.act, k);
+    j.xq = scratch_get(c, j.xbs * n);
+    if (!j.xq) goto fail;
+    par_for(c, n, 1, (double)k * 4, quant_rows, &j);
+    par_for(c, m, CPU_RG, (double)n * k, mm_dot_rows, &j);
     return;
 fail:
     memset(y, 0, (size_t)n * m * sizeof(float));
@@ -328,12 +562,15 @@ static void cpu_rmsnorm(llm_backend *be, float *out, const float *x, const float
 
 static void ln_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
 {
-    (void)c;
     (void)ith;
     norm_job *j = arg;
     for (int64_t i = i0; i < i1; i++) {
         const float *x = j->x + i * j->d;
         float *o = j->out + i * j->d;
+        if (c->k.layernorm) {
+            c->k.layernorm(o, x, j->w, j->b, j->d, j->eps);
+            continue;
+        }
         float mean = 0.0f, var = 0.0f;
         for (int e = 0; e < j->d; e++) mean += x[e];
         mean /= (float)j->d;
@@ -389,10 +626,20 @@ static void cpu_rope(llm_backend *be, float *x, int n, int h, int hd, const int3
 
 /* ---- attention ---------------------------------------------------------- */
 
+/*
+ * Encoder batches and prefill go through the kernel table's blocked attn
+ * kernel, one (head, sequence) or (head, query chunk) per work item, each
+ * thread with its own work area in scratch.  Decode-sized causal calls (a few
+ * queries) keep the row-at-a-time path: transposing the whole K cache for one
+ * query would cost as much as the dot products it saves.
+ */
+#define ATTN_BLOCK_MIN 8 /* causal calls with fewer queries go row by row */
+#define ATTN_CHUNK 64    /* queries per causal work item */
+
 typedef struct {
     float *out;
     const float *q, *k, *v;
-    int n, pos0, h, g, hd, t;
+    int n, pos0, h, g, hd, t, b;
     const int *lens;
     float scale;
     float *scores; /* per thread: span floats */
@@ -429,38 +676,59 @@ static void causal_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
     }
 }
 
+/* items (head, chunk of ATTN_CHUNK queries), head-major so the contiguous
+ * ranges par_for hands out mix cheap early chunks with dear late ones */
+static void causal_blocks(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    attn_job *j = arg;
+    float *work = j->scores + ith * j->span;
+    int nch = (j->n + ATTN_CHUNK - 1) / ATTN_CHUNK, grp = j->h / j->g;
+    size_t ldq = (size_t)j->h * j->hd, ldk = (size_t)j->g * j->hd;
+    for (int64_t it = i0; it < i1; it++) {
+        int hh = (int)(it / nch), q0 = (int)(it % nch) * ATTN_CHUNK, kv = hh / grp;
+        int nq = j->n - q0 < ATTN_CHUNK ? j->n - q0 : ATTN_CHUNK;
+        size_t off = (size_t)q0 * ldq + (size_t)hh * j->hd;
+        c->k.attn(j->out + off, j->q + off, j->k + (size_t)kv * j->hd, j->v + (size_t)kv * j->hd,
+                  ldq, ldk, nq, j->pos0 + q0 + nq, j->pos0 + q0, j->hd, j->scale, work);
+    }
+}
+
 static void cpu_attn_causal(llm_backend *be, float *out, const float *q, const float *kc,
                             const float *vc, int n, int pos0, int h, int g, int hd, float scale)
 {
     cpu_ctx *c = ctx_of(be);
-    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, NULL, scale, NULL, pos0 + n};
-    j.span = (j.span + 15) & ~15;
+    int blocked = n >= ATTN_BLOCK_MIN;
+    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, 0, NULL, scale, NULL, pos0 + n};
+    j.span = blocked ? (int64_t)cpu_attn_work(pos0 + n, hd) : (j.span + 15) & ~15;
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
     if (!j.scores || g <= 0 || h % g) {
         if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_causal: heads not a multiple of kv heads");
         memset(out, 0, (size_t)n * h * hd * sizeof(float));
         return;
     }
-    par_for(c, (int64_t)n * h, 1, 2.0 * (pos0 + n) * hd, causal_items, &j);
+    if (blocked) {
+        int64_t items = (int64_t)h * ((n + ATTN_CHUNK - 1) / ATTN_CHUNK);
+        par_for(c, items, 1, 2.0 * ATTN_CHUNK * (pos0 + n) * hd, causal_blocks, &j);
+    } else {
+        par_for(c, (int64_t)n * h, 1, 2.0 * (pos0 + n) * hd, causal_items, &j);
+    }
 }
 
+/* items (head, sequence), head-major: sequences come sorted by length, so a
+ * contiguous range of heads x all sequences keeps threads evenly loaded */
 static void bidir_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
 {
     attn_job *j = arg;
-    float *s = j->scores + ith * j->span;
-    size_t kstride = (size_t)j->h * j->hd;
+    float *work = j->scores + ith * j->span;
+    size_t ld = (size_t)j->h * j->hd;
     for (int64_t it = i0; it < i1; it++) {
-        int hh = (int)(it % j->h), i = (int)(it / j->h % j->t), b = (int)(it / j->h / j->t);
-        size_t base = (size_t)b * j->t * kstride;
-        float *o = j->out + base + (size_t)i * kstride + (size_t)hh * j->hd;
+        int hh = (int)(it / j->b), b = (int)(it % j->b);
+        size_t base = (size_t)b * j->t * ld + (size_t)hh * j->hd;
         int len = j->lens[b] < j->t ? j->lens[b] : j->t;
-        if (i >= len || len <= 0) {
-            memset(o, 0, (size_t)j->hd * sizeof(float));
-            continue;
-        }
-        attn_one(c, o, j->q + base + (size_t)i * kstride + (size_t)hh * j->hd,
-                 j->k + base + (size_t)hh * j->hd, j->v + base + (size_t)hh * j->hd, kstride, len,
-                 j->hd, j->scale, s);
+        if (len < 0) len = 0;
+        c->k.attn(j->out + base, j->q + base, j->k + base, j->v + base, ld, ld, len, len, -1, j->hd,
+                  j->scale, work);
+        for (int i = len; i < j->t; i++) memset(j->out + base + i * ld, 0, (size_t)j->hd * sizeof(float));
     }
 }
 
@@ -469,13 +737,14 @@ static void cpu_attn_bidir(llm_backend *be, float *out, const float *q, const fl
                            float scale)
 {
     cpu_ctx *c = ctx_of(be);
-    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, lens, scale, NULL, (t + 15) & ~15};
+    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, b, lens, scale, NULL, 0};
+    j.span = (int64_t)cpu_attn_work(t, hd);
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
     if (!j.scores) {
         memset(out, 0, (size_t)b * t * h * hd * sizeof(float));
         return;
     }
-    par_for(c, (int64_t)b * t * h, 1, 2.0 * t * hd, bidir_items, &j);
+    par_for(c, (int64_t)b * h, 1, 4.0 * t * t * hd, bidir_items, &j);
 }
 
 /* ---- elementwise -------------------------------------------------------- */
@@ -511,10 +780,29 @@ static void cpu_swiglu(llm_backend *be, float *out, const float *gate, const flo
     par_for(ctx_of(be), (int64_t)n, 64, 4.0, swiglu_range, &j);
 }
 
+static void add_range(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)c;
+    (void)ith;
+    ew_job *j = arg;
+    typedef float v8 __attribute__((vector_size(32))); /* y may be a or b: load, add, store */
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        v8 a, b;
+        memcpy(&a, j->a + i, sizeof a);
+        memcpy(&b, j->b + i, sizeof b);
+        a += b;
+        memcpy(j->y + i, &a, sizeof a);
+    }
+    for (; i < i1; i++) j->y[i] = j->a[i] + j->b[i];
+}
+
+/* threaded like the other elementwise ops: an encoder's residual adds are
+ * batch x t x d floats, a serial loop there caps the speed-up of threads */
 static void cpu_add(llm_backend *be, float *y, const float *a, const float *b, size_t n)
 {
-    (void)be;
-    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+    ew_job j = {y, a, b};
+    par_for(ctx_of(be), (int64_t)n, 64, 1.0, add_range, &j);
 }
 
 static void cpu_copy(llm_backend *be, float *dst, const float *src, size_t n)
@@ -605,6 +893,13 @@ static int has_f16c(void)
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 }
 
+/* AVX512_BF16 through cpuid leaf 7 subleaf 1 (EAX bit 5) */
+static int has_avx512bf16(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+}
+
 int cpu_isa_detect(void)
 {
     __builtin_cpu_init();
@@ -628,6 +923,8 @@ static int isa_wanted(void)
 
 const char *llm_cpu_isa(void) { return isa_names[isa_wanted()]; }
 
+int llm_cpu_bf16(void) { return isa_tables[isa_wanted()]->gemm_bf16 && has_avx512bf16(); }
+
 /* copy table t into dst, taking every NULL entry from the reference */
 static void fill_table(cpu_kern *dst, const cpu_kern *t)
 {
@@ -645,7 +942,9 @@ static void fill_table(cpu_kern *dst, const cpu_kern *t)
     FILL(exp_sum);
     FILL(gelu);
     FILL(swiglu);
+    FILL(attn);
 #undef FILL
+    if (dst->gemm_bf16 && !has_avx512bf16()) dst->gemm_bf16 = NULL;
     if (!dst->gemm) {
         dst->gemm = r->gemm;
         dst->gemm_mr = r->gemm_mr;

@@ -35,9 +35,63 @@ enum { CPU_ISA_REF = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
 typedef void (*cpu_dot_fn)(int64_t k, float *s, size_t lds, const void *w, size_t wbs,
                            const void *x, size_t xbs, int nw, int nx);
 
+/*
+ * Row-group layout of Q4_0 / Q4_1 / Q8_0 weights.  A level that fills
+ * dotg[type] gets those weights repacked at load (weight_prepare, into
+ * w->dev) and matmul calls dotg, with the cpu_dot_fn arguments meaning: w is
+ * the group holding row 0 of the range, wbs the bytes per group
+ * (cpu_rg_bytes), nw the rows (the last group may be partial).
+ *
+ * Rows go in groups of CPU_RG (the last group zero-padded).  A group of a
+ * k-column matrix with nb = k / 32 blocks is
+ *   quants: nb records of cpu_rg_qbytes bytes; record b is 64-byte chunks,
+ *           chunk p holding for row i (0..15) four bytes at 64 p + 4 i:
+ *           Q4_0/Q4_1: bytes qs[4p .. 4p+3] of the row's block b (p < 4: low
+ *           nibbles are elements 4p.., high nibbles elements 16 + 4p..);
+ *           Q8_0: qs[4p .. 4p+3] + 128 as unsigned bytes (p < 8);
+ *   d:      nb x 16 f16 block scales (the block's d, row i at 16 b + i);
+ *   m:      Q4_1 only, nb x 16 f16 block mins, same order;
+ * padded to a multiple of 64 bytes.  So one 32-bit lane per row: a u8 x s8
+ * dot of a chunk against one broadcast activation dword sums four products
+ * of each of 16 rows, and the per-block scales load as one vector.
+ */
+#define CPU_RG 16
+
+static inline size_t cpu_rg_qbytes(int type) { return type == LLM_T_Q8_0 ? 512 : 256; }
+
+static inline size_t cpu_rg_bytes(int type, int64_t k)
+{
+    size_t nb = (size_t)(k / 32), per = cpu_rg_qbytes(type) + (type == LLM_T_Q4_1 ? 64 : 32);
+    return (nb * per + 63) & ~(size_t)63;
+}
+
+/*
+ * cpu_attn_fn: softmax attention of one head of one sequence.  Query i
+ * (i < nq) attends to keys [0, nk) when pos0 < 0 (bidirectional) and to keys
+ * [0, min(nk, pos0 + i + 1)) otherwise (causal, query i at position pos0 + i):
+ *   out[i * ldq + e] = sum_j softmax_j(scale * q_i . k_j) v[j * ldk + e], e < hd.
+ * q and out rows are ldq floats apart, k and v rows ldk apart.  work holds
+ * cpu_attn_work(nk, hd) floats (one thread's; contents undefined after).
+ * The fast levels transpose K into (hd, nk) so a block of CPU_ATTN_QB queries
+ * scores keys with plain FMAs, then run P.V with the output rows in registers.
+ */
+typedef void (*cpu_attn_fn)(float *out, const float *q, const float *k, const float *v,
+                            size_t ldq, size_t ldk, int nq, int nk, int pos0, int hd, float scale,
+                            float *work);
+
+#define CPU_ATTN_QB 8 /* queries per block of the blocked attention kernels */
+
+/* keys padded to a multiple of 32; work = transposed K + one block of scores */
+static inline size_t cpu_attn_nkp(int nk) { return ((size_t)nk + 31) & ~(size_t)31; }
+static inline size_t cpu_attn_work(int nk, int hd)
+{
+    return ((size_t)hd + CPU_ATTN_QB) * cpu_attn_nkp(nk);
+}
+
 typedef struct cpu_kern {
     const char *name;
     cpu_dot_fn dot[LLM_T_COUNT];
+    cpu_dot_fn dotg[LLM_T_COUNT]; /* row-group layout kernels; NULL: no repacking */
     /* quantize one activation row of k elements (k a multiple of the block) */
     void (*quant_q8_1)(const float *x, block_q8_1 *q, int64_t k);
     void (*quant_q8_K)(const float *x, block_q8_K *q, int64_t k);
@@ -57,11 +111,48 @@ typedef struct cpu_kern {
     float (*exp_sum)(const float *x, float *y, float mx, int64_t n);
     void (*gelu)(float *x, int64_t n);
     void (*swiglu)(float *out, const float *g, const float *u, int64_t n);
+    cpu_attn_fn attn; /* attention of one (sequence, head) */
+    /* BF16 GEMM for BF16 weights, or NULL (also cleared at run time on CPUs
+     * without AVX512_BF16); see cpu_gemm_bf16_i */
+    const struct cpu_gemm_bf16_i *gemm_bf16;
+    /* one row: out = (x - mean) / sqrt(var + eps) * w + b; NULL: cpu.c's loop */
+    void (*layernorm)(float *out, const float *x, const float *w, const float *b, int d, float eps);
 } cpu_kern;
+
+/*
+ * cpu_gemm_bf16_i: y[t * ldy + r] = sum_kk x[t * ldx + kk] * panel(kk, r)
+ * (+ bias[r]) for t < nt (nt <= mr), r < nc, over kp (even) inputs, x and the
+ * panel in bf16.  Panel layout: for each input pair q, 2 * CPU_GEMM_NR bf16,
+ * column r's weights for inputs 2q and 2q+1 at 2r and 2r+1 (zero past the
+ * weight's rows and columns); 64-byte aligned.
+ */
+typedef struct cpu_gemm_bf16_i {
+    int mr;
+    /* out[i] = x[i] rounded to bf16, nearest even (as core's f32_to_bf16 up
+     * to denormals, which the GEMM reads as 0 anyway) */
+    void (*round)(const float *x, uint16_t *out, int64_t n);
+    void (*gemm)(int64_t kp, const uint16_t *panel, const uint16_t *x, size_t ldx, float *y,
+                 size_t ldy, int nt, int nc, const float *bias);
+} cpu_gemm_bf16_i;
+
+extern const cpu_gemm_bf16_i cpu_gemm_bf16_avx512;
+
+/* ew_avx512.c: the AVX-512 level's gelu and layernorm row */
+void cpu_gelu_avx512(float *x, int64_t n);
+void cpu_layernorm_avx512(float *out, const float *x, const float *w, const float *b, int d,
+                          float eps);
 
 extern const cpu_kern cpu_kern_ref;
 extern const cpu_kern cpu_kern_avx2;
 extern const cpu_kern cpu_kern_avx512;
+
+/* attention kernels of each level (attn_ref.c, attn_avx2.c, attn_avx512.c) */
+void cpu_attn_ref(float *out, const float *q, const float *k, const float *v, size_t ldq,
+                  size_t ldk, int nq, int nk, int pos0, int hd, float scale, float *work);
+void cpu_attn_avx2(float *out, const float *q, const float *k, const float *v, size_t ldq,
+                   size_t ldk, int nq, int nk, int pos0, int hd, float scale, float *work);
+void cpu_attn_avx512(float *out, const float *q, const float *k, const float *v, size_t ldq,
+                     size_t ldk, int nq, int nk, int pos0, int hd, float scale, float *work);
 
 /* cpu_act_type: activation format for a weight type (LLM_T_Q8_1, LLM_T_Q8_K or
  * LLM_T_F32), or -1 when matmul does not support the type. */

@@ -519,5 +519,6 @@ const cpu_kern cpu_kern_avx2 = {
     .exp_sum = exp_sum,
     .gelu = gelu,
     .swiglu = swiglu,
+    .attn = cpu_attn_avx2,
 };
 #endif

@@ -308,4 +308,5 @@ const cpu_kern cpu_kern_ref = {
     .exp_sum = exp_sum,
     .gelu = gelu,
     .swiglu = swiglu,
+    .attn = cpu_attn_ref,
 };

@@ -88,6 +88,9 @@ static void check_matmul(uint64_t *seed, const mm_case *mc, int n, int64_t k, in
             llm_backend *be = make_be(isa, nth);
             doc_err err = {0};
             assert_int_equal(be->i->weight_prepare(be, &w, &err), DOC_OK);
+            /* AVX-512 repacks Q4_0/Q4_1/Q8_0 into row groups: those cases test that layout */
+            if (mc->type == LLM_T_Q4_0 || mc->type == LLM_T_Q4_1 || mc->type == LLM_T_Q8_0)
+                assert_true(isa == CPU_ISA_AVX512 ? w.dev != NULL : w.dev == NULL);
             float *y = be->i->alloc(be, (size_t)n * m);
             be->i->matmul(be, y, x, &w, b, n);
             assert_int_equal(be->i->sync(be, &err), DOC_OK);
@@ -98,7 +101,9 @@ static void check_matmul(uint64_t *seed, const mm_case *mc, int n, int64_t k, in
                         ref += (double)x[t * k + j] * wd[r * k + j];
                         mass += fabs((double)x[t * k + j] * wd[r * k + j]);
                     }
-                    double tol = act_bound(act, x + t * k, wd + r * k, k) + mc->tol * mass + 1e-6;
+                    /* BF16 weights take activations rounded to bf16: 2^-8 relative at most */
+                    double tol = act_bound(act, x + t * k, wd + r * k, k) + mc->tol * mass + 1e-6 +
+                                 (mc->type == LLM_T_BF16 ? 0x1p-8 * mass : 0.0);
                     double got = y[t * m + r];
                     if (fabs(got - ref) > tol)
                         fail_msg("%s isa %d nth %d n %d k %lld m %lld: y[%d][%lld] = %g, ref %g, tol %g",
@@ -153,6 +158,13 @@ static void test_matmul(void **state)
         check_matmul(&seed, mc, 37, k, 45, 1);  /* prefill, odd sizes, bias */
         check_matmul(&seed, mc, 3, k, 70, 1);   /* few tokens */
         if (blk == 1) check_matmul(&seed, mc, 29, 64, 96, 0);
+        if (blk == 32) {
+            /* row groups: whole groups only, several tile rows and token tiles,
+             * and k past the kernels' 64-block chunk of activation sums */
+            check_matmul(&seed, mc, 1, 32 * 70, 48, 0);
+            check_matmul(&seed, mc, 6, 32 * 130, 80, 1);
+            check_matmul(&seed, mc, 40, 32 * 5, 144, 0);
+        }
     }
 }
 
@@ -414,6 +426,105 @@ static void test_attn_bidir(void **state)
     free(ref);
 }
 
+/* the blocked attention kernels (cpu_attn_fn) of every level against the
+ * float64 reference and against the scalar cpu_attn_ref: bidirectional and
+ * causal, head widths that are and are not multiples of the SIMD width, key
+ * counts around the 32-key padding, strided rows (two heads per row, keys
+ * with their own stride as under GQA); columns outside the head untouched */
+static void test_attn_kernels(void **state)
+{
+    (void)state;
+    static const cpu_attn_fn fns[] = {cpu_attn_ref, cpu_attn_avx2, cpu_attn_avx512};
+    static const int cases[][4] = {/* nq, nk, pos0 (-1 bidir), hd */
+        {1, 1, -1, 32}, {5, 5, -1, 16}, {33, 33, -1, 32}, {70, 70, -1, 64}, {40, 40, -1, 24},
+        {19, 19, -1, 20}, {8, 31, -1, 32}, {37, 42, 5, 64}, {9, 9, 0, 32}, {13, 45, 32, 40},
+        {64, 64, 0, 32}};
+    uint64_t seed = 23;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int nq = cases[ci][0], nk = cases[ci][1], pos0 = cases[ci][2], hd = cases[ci][3];
+        size_t ldq = 2 * (size_t)hd + 3, ldk = 3 * (size_t)hd + 1;
+        float *q = randv(&seed, nq * ldq, 2.0f), *k = randv(&seed, nk * ldk, 2.0f);
+        float *v = randv(&seed, nk * ldk, 1.0f), *out = malloc(nq * ldq * sizeof(float));
+        float *scalar = malloc(nq * ldq * sizeof(float));
+        double *ref = calloc(nq * ldq, sizeof(double));
+        float *work = aligned_alloc(64, (cpu_attn_work(nk, hd) * sizeof(float) + 63) & ~(size_t)63);
+        assert_true(out && scalar && ref && work);
+        float scale = 1.0f / sqrtf((float)hd);
+        for (int i = 0; i < nq; i++) {
+            int nv = pos0 < 0 || pos0 + i + 1 > nk ? nk : pos0 + i + 1;
+            attn_ref(ref + i * ldq + hd, q + i * ldq + hd, k + 1, v + 1, ldk, nv, hd, scale);
+            for (size_t e = 0; e < ldq; e++)
+                if (e < (size_t)hd || e >= 2 * (size_t)hd) ref[i * ldq + e] = 7.0;
+        }
+        for (int isa = 0; isa < n_levels(); isa++) {
+            for (size_t e = 0; e < nq * ldq; e++) out[e] = 7.0f;
+            fns[isa](out + hd, q + hd, k + 1, v + 1, ldq, ldk, nq, nk, pos0, hd, scale, work);
+            close_or_fail("attn kernel", isa, out, ref, nq * ldq, 1e-5, 1e-6);
+            if (isa == 0) memcpy(scalar, out, nq * ldq * sizeof(float));
+            for (size_t e = 0; e < nq * ldq; e++) /* and close to the scalar kernel */
+                if (fabs(out[e] - scalar[e]) > 2e-6 * fabs(scalar[e]) + 2e-7)
+                    fail_msg("attn kernel isa %d case %zu: [%zu] %.9g vs scalar %.9g", isa, ci, e,
+                             out[e], scalar[e]);
+        }
+        free(q);
+        free(k);
+        free(v);
+        free(out);
+        free(scalar);
+        free(ref);
+        free(work);
+    }
+}
+
+/* BF16 weights: the AVX512_BF16 GEMM (when this CPU has it) against the f32
+ * GEMM of the reference level fed the same bf16-rounded activations, on
+ * encoder-sized shapes (k even and odd, partial panels and token tiles) */
+static void test_gemm_bf16(void **state)
+{
+    (void)state;
+    if (!llm_cpu_bf16()) {
+        printf("no AVX512_BF16 on this CPU: bf16 GEMM not tested\n");
+        return;
+    }
+    static const int shapes[][3] = {/* n, k, m */ {128, 384, 384}, {53, 1536, 384}, {12, 77, 33}};
+    uint64_t seed = 31;
+    for (size_t si = 0; si < 3; si++) {
+        int n = shapes[si][0], k = shapes[si][1], m = shapes[si][2];
+        uint16_t *wb = malloc((size_t)m * k * sizeof(uint16_t));
+        float *wf = randv(&seed, (size_t)m * k, 0.2f), *x = randv(&seed, (size_t)n * k, 3.0f);
+        float *bias = randv(&seed, m, 1.0f);
+        for (size_t i = 0; i < (size_t)m * k; i++) wb[i] = f32_to_bf16(wf[i]);
+        float *y[2];
+        for (int lvl = 0; lvl < 2; lvl++) {
+            llm_backend *be = make_be(lvl ? CPU_ISA_AVX512 : CPU_ISA_REF, 2);
+            llm_weight w = {.type = LLM_T_BF16, .rows = m, .cols = k, .data = wb, .name = "wb"};
+            doc_err err = {0};
+            assert_int_equal(be->i->weight_prepare(be, &w, &err), DOC_OK);
+            y[lvl] = malloc((size_t)n * m * sizeof(float));
+            be->i->matmul(be, y[lvl], x, &w, bias, n);
+            assert_int_equal(be->i->sync(be, &err), DOC_OK);
+            be->i->weight_release(be, &w);
+            llm_backend_free(&be);
+        }
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < m; r++) {
+                double mass = fabs(bias[r]);
+                for (int kk = 0; kk < k; kk++)
+                    mass += fabs(bf16_to_f32(f32_to_bf16(x[t * k + kk])) * bf16_to_f32(wb[r * k + kk]));
+                double a = y[0][t * m + r], b = y[1][t * m + r];
+                if (fabs(a - b) > 2e-6 * mass + 1e-7)
+                    fail_msg("bf16 gemm n %d k %d m %d: y[%d][%d] = %.9g, ref level %.9g", n, k, m, t,
+                             r, b, a);
+            }
+        free(y[0]);
+        free(y[1]);
+        free(wb);
+        free(wf);
+        free(x);
+        free(bias);
+    }
+}
+
 /* ---- misc ---------------------------------------------------------------- */
 
 static void test_memory_and_errors(void **state)
@@ -459,11 +570,14 @@ static double bench_mm(llm_backend *be, int type, int n, int64_t k, int64_t m, i
     for (int64_t r = 0; r < m; r++) llm_quantize_ref(type, wf + (r % 64) * k, wq + r * rb, k);
     float *x = randv(&seed, (size_t)n * k, 1.0f), *y = be->i->alloc(be, (size_t)n * m);
     llm_weight w = {.type = type, .rows = m, .cols = k, .data = wq, .name = "b"};
+    doc_err err = {0};
+    assert_int_equal(be->i->weight_prepare(be, &w, &err), DOC_OK);
     be->i->matmul(be, y, x, &w, NULL, n);
     double t0 = time_now();
     for (int i = 0; i < reps; i++) be->i->matmul(be, y, x, &w, NULL, n);
     double dt = (time_now() - t0) / reps;
     *gbs = (double)rb * m / dt / 1e9;
+    be->i->weight_release(be, &w);
     be->i->release(be, y);
     free(wf);
     free(wq);
@@ -502,7 +616,8 @@ int main(void)
         cmocka_unit_test(test_matmul),      cmocka_unit_test(test_get_rows),
         cmocka_unit_test(test_norms),       cmocka_unit_test(test_rope),
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_attn_causal),
-        cmocka_unit_test(test_attn_bidir),  cmocka_unit_test(test_memory_and_errors),
+        cmocka_unit_test(test_attn_bidir),  cmocka_unit_test(test_attn_kernels),
+        cmocka_unit_test(test_gemm_bf16),   cmocka_unit_test(test_memory_and_errors),
         cmocka_unit_test(test_perf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
