@@ -12,32 +12,9 @@
 #include <immintrin.h>
 #include <math.h>
 
-#define QB CPU_ATTN_QB
+#include "llm/cpu/simd_avx2.h"
 
-/* exp(x) as kern_avx2.c's exp8 (kept there static to its table) */
-static inline __m256 exp8a(__m256 x)
-{
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654475f), _CMP_LT_OQ);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
-    p = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-    return _mm256_andnot_ps(under, p);
-}
+#define QB CPU_ATTN_QB
 
 /* lanes [0, n) set (n clamped to 0..8) */
 static inline __m256i tail8(int n)
@@ -147,7 +124,7 @@ void cpu_attn_avx2(float *out, const float *q, const float *k, const float *v, s
                                                         _mm256_castsi256_ps(tail8(nv - j))));
             __m256 vmx = _mm256_set1_ps(hmax(vm)), acc = _mm256_setzero_ps();
             for (int j = 0; j < kmaxp; j += 8) {
-                __m256 e = _mm256_and_ps(exp8a(_mm256_sub_ps(_mm256_load_ps(si + j), vmx)),
+                __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_load_ps(si + j), vmx)),
                                          _mm256_castsi256_ps(tail8(nv - j)));
                 _mm256_store_ps(si + j, e);
                 acc = _mm256_add_ps(acc, e);
