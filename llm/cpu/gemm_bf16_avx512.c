@@ -42,6 +42,9 @@ static void gemm_bf16(int64_t kp, const uint16_t *panel, const uint16_t *x, size
             c[t][1] = _mm512_dpbf16_ps(c[t][1], a, b1);
         }
     }
+    /* the same masked epilogue as kern_avx512.c's f32 gemm, written out in
+     * both: handing the register tile to a shared helper takes its address and
+     * GCC then keeps it in memory (measured 13% slower encoder) */
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
     __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xFFFF : (1u << nc) - 1);
     __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xFFFF : nc <= 16 ? 0 : (1u << (nc - 16)) - 1);
