@@ -14,6 +14,8 @@
  */
 #include "llm/model.h"
 
+#include "core/json.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,10 @@ int llama_load(llm_model *m, doc_err *err)
     if ((rc = model_vec(m, "output_norm.weight", d, 1, &m->out_norm, err)) ||
         (rc = model_weight(m, "output.weight", d, hp->n_vocab, 0, &m->output, err)))
         return rc;
+    if (!m->output.data && m->src.hf &&
+        json_is_false(json_object_get(hf_config(m->src.hf), "tie_word_embeddings")))
+        return doc_errf(err, DOC_EFORMAT, "%s: missing tensor lm_head.weight (tie_word_embeddings is false)",
+                        m->src.path);
     /* with a separate output matrix the embedding table is only gathered from */
     int emb = W_REQUIRED | (m->output.data ? W_ROWS_ONLY : 0);
     if ((rc = model_weight(m, "token_embd.weight", d, hp->n_vocab, emb, &m->tok_embd, err))) return rc;

@@ -347,8 +347,29 @@ static const struct {
     {"bert", LLM_ENCODER},
 };
 
+/* hf_chat_template: the Jinja chat template of an HF directory, from
+ * tokenizer_config.json ("chat_template" as a string, or the entry named
+ * "default" of a list of {name, template}).  Borrowed from *cfg, which the
+ * caller releases; NULL when there is none. */
+static const char *hf_chat_template(const char *dir, json_t **cfg)
+{
+    char f[1200];
+    doc_err e2 = {0};
+    *cfg = NULL;
+    snprintf(f, sizeof f, "%s/tokenizer_config.json", dir);
+    if (!file_exists(f) || json_load_capped(f, 1 << 22, cfg, &e2)) return NULL;
+    json_t *t = json_object_get(*cfg, "chat_template");
+    if (json_is_string(t)) return json_string_value(t);
+    size_t i;
+    json_t *v;
+    json_array_foreach(t, i, v)
+        if (!strcmp(json_str_or(v, "name", ""), "default")) return json_str_or(v, "template", NULL);
+    return NULL;
+}
+
 int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err *err)
 {
+    json_t *tok_cfg = NULL;
     *out = NULL;
     llm_model *m = calloc(1, sizeof *m);
     if (!m) return doc_errf(err, DOC_ENOMEM, "out of memory");
@@ -382,7 +403,8 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     if (m->kind == LLM_DECODER) {
         int want = o && o->n_ctx > 0 ? o->n_ctx : 4096;
         m->n_ctx = want < m->hp.n_ctx_train ? want : m->hp.n_ctx_train;
-        const char *tmpl = m->src.gguf ? gguf_get_str(m->src.gguf, "tokenizer.chat_template") : NULL;
+        const char *tmpl = m->src.gguf ? gguf_get_str(m->src.gguf, "tokenizer.chat_template")
+                                       : hf_chat_template(path, &tok_cfg);
         if (o && o->chat_template) {
             m->chat = chat_from_name(o->chat_template);
             if (m->chat < 0) {
@@ -401,6 +423,7 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     snprintf(m->desc, sizeof m->desc, "%s %dL d%d %s, %s/%s", m->src.arch, m->hp.n_layer, m->hp.d,
              wt, m->be->i->name, !strcmp(m->be->i->name, "cpu") ? llm_cpu_isa() : "");
 done:
+    json_decref(tok_cfg);
     if (rc) llm_model_close(&m);
     *out = m;
     return rc;
