@@ -97,6 +97,13 @@ static int hparams_gguf(llm_model *m, doc_err *err)
     hp->rope_theta = 10000.0f;
     if ((rc = gf32(m, "rope.freq_base", &hp->rope_theta, err))) return rc;
     hp->rope_neox = !strcmp(m->src.arch, "qwen2");
+    /* refuse what would otherwise run silently wrong: scaled rope (Llama 3.1+) */
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->src.arch);
+    const char *scaling = gguf_get_str(m->src.gguf, key);
+    if ((scaling && strcmp(scaling, "none")) || gguf_tensor(m->src.gguf, "rope_freqs.weight"))
+        return doc_errf(err, DOC_EUNSUPPORTED, "%s: rope scaling (%s) is not supported", m->src.path,
+                        scaling ? scaling : "rope_freqs.weight");
     int pool_type = 1;
     if ((rc = gu32(m, "pooling_type", 0, &pool_type, err))) return rc;
     hp->pooling = pool_type == 2 ? POOL_CLS : POOL_MEAN;
@@ -148,6 +155,15 @@ static int hparams_hf(llm_model *m, doc_err *err)
         const char *act = json_str_or(cfg, "hidden_act", "silu");
         if (strcmp(act, "silu"))
             return doc_errf(err, DOC_EUNSUPPORTED, "%s/config.json: hidden_act \"%s\" (only silu)", p, act);
+        /* refuse what would otherwise run silently wrong */
+        json_t *rs = json_object_get(cfg, "rope_scaling");
+        if (rs && !json_is_null(rs))
+            return doc_errf(err, DOC_EUNSUPPORTED, "%s/config.json: rope_scaling (type \"%s\") is not supported",
+                            p, json_str_or(rs, "rope_type", json_str_or(rs, "type", "?")));
+        long long hdim = json_int_or(cfg, "head_dim", 0);
+        if (hdim && hp->n_head > 0 && hdim * hp->n_head != hp->d)
+            return doc_errf(err, DOC_EUNSUPPORTED, "%s/config.json: head_dim %lld != hidden_size / heads",
+                            p, hdim);
     }
     hp->max_seq = hp->n_ctx_train;
     hp->pooling = POOL_MEAN;

@@ -253,6 +253,39 @@ static void remove_dir(const char *dir)
     rmdir(dir);
 }
 
+/* config.json variants that would run silently wrong must be refused, naming
+ * the field: scaled rope, a head_dim that disagrees, untied embeddings without
+ * lm_head.  The directory's config.json is restored afterwards. */
+static void check_refusals(const char *dir)
+{
+    static const struct {
+        const char *key, *json, *want;
+    } cases[] = {
+        {"rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}", "rope_scaling"},
+        {"head_dim", "32", "head_dim"},
+        {"tie_word_embeddings", "false", "lm_head"},
+    };
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *orig = json_load_file(path, 0, NULL);
+    assert_non_null(orig);
+    llm_opts o = {.n_threads = 1, .n_ctx = 256, .backend = "cpu"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *c = json_deep_copy(orig);
+        json_object_set_new(c, cases[i].key, json_loads(cases[i].json, JSON_DECODE_ANY, NULL));
+        assert_int_equal(json_dump_file(c, path, 0), 0);
+        json_decref(c);
+        llm_model *m = NULL;
+        doc_err err = {0};
+        int rc = llm_model_open(dir, &o, &m, &err);
+        printf("config %s = %s: %s\n", cases[i].key, cases[i].json, rc ? err.msg : "opened");
+        assert_true(rc < 0);
+        assert_non_null(strstr(err.msg, cases[i].want));
+    }
+    assert_int_equal(json_dump_file(orig, path, 0), 0);
+    json_decref(orig);
+}
+
 static int setup(void **state)
 {
     char path[512];
@@ -272,6 +305,7 @@ static int setup(void **state)
     gguf_close(&g);
     printf("built %s in %.1fs\n", fx->dir, time_now() - t0);
     llm_opts o = {.n_threads = 2, .n_ctx = 2048, .backend = "cpu"};
+    check_refusals(fx->dir);
     int rc = llm_model_open(fx->dir, &o, &fx->hf, &err);
     if (rc) printf("llm_model_open(%s): %s\n", fx->dir, err.msg);
     remove_dir(fx->dir); /* the open model keeps its mapping; nothing is left behind */
