@@ -102,7 +102,7 @@ static int hparams_gguf(llm_model *m, doc_err *err)
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->src.arch);
     const char *scaling = gguf_get_str(m->src.gguf, key);
     if ((scaling && strcmp(scaling, "none")) || gguf_tensor(m->src.gguf, "rope_freqs.weight"))
-        return doc_errf(err, DOC_EUNSUPPORTED, "%s: rope scaling (%s) is not supported", m->src.path,
+        return doc_errf(err, DOC_EUNSUPPORTED, "%s: rope scaling (%.40s) is not supported", m->src.path,
                         scaling ? scaling : "rope_freqs.weight");
     int pool_type = 1;
     if ((rc = gu32(m, "pooling_type", 0, &pool_type, err))) return rc;

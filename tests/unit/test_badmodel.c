@@ -214,6 +214,19 @@ static void test_gguf_semantic(void **state)
             llm_model_close(&m);
         }
     }
+    /* a key renamed in place (same length): the chat template's string becomes
+     * llama.rope.scaling.type, which docent does not implement and must refuse */
+    memcpy(copy, fm.data, fm.size);
+    uint8_t *k = memmem(copy, 2000000, "tokenizer.chat_template", 23);
+    assert_non_null(k);
+    memcpy(k, "llama.rope.scaling.type", 23);
+    FILE *f = fopen(path, "wb");
+    assert_int_equal(fwrite(copy, 1, fm.size, f), fm.size);
+    fclose(f);
+    llm_model *m = NULL;
+    assert_int_not_equal(llm_model_open(path, &o, &m, &err), DOC_OK);
+    printf("rope scaling: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "rope scaling"));
     free(copy);
     unlink(path);
     rmdir(dir);
