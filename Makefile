@@ -78,7 +78,7 @@ $(BUILD)/libdocent.a: $(LIB_OBJ) $(CUDA_OBJ)
 $(BUILD)/docent: $(CLI_OBJ) $(BUILD)/libdocent.a
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdocent.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a tests/unit/testutil.h
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS) -lcmocka
 

@@ -9,7 +9,7 @@
  * results are written back in the caller's order.  The FFN runs in passes of
  * FFN_ROWS rows so its wide activation stays in cache.  On the CPU backend
  * with AVX512_BF16 the six matmul weights of each layer are held as BF16
- * (model_weight_bf16; opts.weights_f32 keeps them f32): the matmuls run at
+ * (W_BF16; opts.weights_f32 keeps them f32): the matmuls run at
  * twice the f32 rate and every test passage stays within cosine 0.9999 of
  * sentence-transformers (minimum measured 0.99996).
  */
@@ -42,12 +42,14 @@ int bert_load(llm_model *m, doc_err *err)
     if (hp->max_seq > hp->n_ctx_train) hp->max_seq = hp->n_ctx_train;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return doc_errf(err, DOC_ENOMEM, "out of memory");
+    /* matmul weights as BF16 where the backend runs BF16 at twice the f32 rate */
+    const int mm = W_REQUIRED | (!strcmp(m->be->i->name, "cpu") && llm_cpu_bf16() ? W_BF16 : 0);
     for (int i = 0; i < hp->n_layer; i++) {
         llm_layer *L = &m->layers[i];
         char n[96];
 #define W(field, nm, cols, rows)                                                   \
     snprintf(n, sizeof n, "blk.%d.%s.weight", i, nm);                              \
-    if ((rc = model_weight(m, n, cols, rows, 1, &L->field, err))) return rc
+    if ((rc = model_weight(m, n, cols, rows, mm, &L->field, err))) return rc
 #define V(field, nm, kind, len)                                                    \
     snprintf(n, sizeof n, "blk.%d.%s.%s", i, nm, kind);                            \
     if ((rc = model_vec(m, n, len, 1, &L->field, err))) return rc
@@ -69,12 +71,6 @@ int bert_load(llm_model *m, doc_err *err)
         V(ffn_norm_b, "layer_output_norm", "bias", d);
 #undef W
 #undef V
-        /* matmul weights as BF16 where that doubles the GEMM rate (weights_f32 keeps f32) */
-        if (!m->weights_f32 && !strcmp(m->be->i->name, "cpu") && llm_cpu_bf16()) {
-            llm_weight *mw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
-            for (size_t j = 0; j < sizeof mw / sizeof mw[0]; j++)
-                if ((rc = model_weight_bf16(m, mw[j], err))) return rc;
-        }
     }
     return DOC_OK;
 }

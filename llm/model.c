@@ -266,28 +266,25 @@ int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int
         }
         w->type = LLM_T_F32;
         w->data = f;
+    } else if ((flags & W_BF16) && t->type == LLM_T_F32 && !m->weights_f32) {
+        uint16_t *h = malloc((size_t)(cols * rows) * sizeof *h);
+        if (!h) return doc_errf(err, DOC_ENOMEM, "%s: out of memory converting %s to bf16", m->src.path, name);
+        if (track((void **)&m->owned, &m->n_owned, &m->cap_owned, h)) {
+            free(h);
+            return doc_errf(err, DOC_ENOMEM, "out of memory");
+        }
+        const float *f = t->data; /* safetensors F32 data is 4-byte aligned (hf.c checks offsets) */
+        for (int64_t i = 0; i < cols * rows; i++) {
+            float v;
+            memcpy(&v, f + i, sizeof v);
+            h[i] = f32_to_bf16(v);
+        }
+        w->type = LLM_T_BF16;
+        w->data = h;
     }
     int rc = m->be->i->weight_prepare(m->be, w, err);
     if (rc) return rc;
     return track((void **)&m->weights, &m->n_weights, &m->cap_weights, w);
-}
-
-int model_weight_bf16(llm_model *m, llm_weight *w, doc_err *err)
-{
-    if (w->type != LLM_T_F32) return DOC_OK;
-    size_t n = (size_t)w->rows * (size_t)w->cols;
-    uint16_t *h = malloc(n * sizeof *h);
-    if (!h) return doc_errf(err, DOC_ENOMEM, "out of memory converting %s to bf16", w->name);
-    if (track((void **)&m->owned, &m->n_owned, &m->cap_owned, h)) {
-        free(h);
-        return doc_errf(err, DOC_ENOMEM, "out of memory");
-    }
-    const float *f = w->data;
-    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(f[i]);
-    m->be->i->weight_release(m->be, w);
-    w->type = LLM_T_BF16;
-    w->data = h;
-    return m->be->i->weight_prepare(m->be, w, err);
 }
 
 int model_vec(llm_model *m, const char *name, int64_t n, int required, float **out, doc_err *err)

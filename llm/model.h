@@ -65,12 +65,13 @@ int llama_load(llm_model *m, doc_err *err);
 int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err);
 
 /* model.c helpers used by the loaders.  model_weight flags: */
-enum { W_REQUIRED = 1, W_ROWS_ONLY = 2 /* read by get_rows only (see llm_weight) */ };
+enum {
+    W_REQUIRED = 1,  /* a missing tensor is an error */
+    W_ROWS_ONLY = 2, /* read by get_rows only (see llm_weight) */
+    W_BF16 = 4,      /* hold an F32 tensor as BF16 (ignored with weights_f32) */
+};
 int model_weight(llm_model *m, const char *name, int64_t cols, int64_t rows, int flags,
                  llm_weight *w, doc_err *err);
-/* model_weight_bf16: replace a prepared F32 weight by a BF16 copy (nearest
- * even) owned by the model, prepared again. */
-int model_weight_bf16(llm_model *m, llm_weight *w, doc_err *err);
 int model_vec(llm_model *m, const char *name, int64_t n, int required, float **out, doc_err *err);
 
 /* sample.c: sampling over host logits */

@@ -194,6 +194,21 @@ static void deq_q8_K(const block_q8_K *b, float *y)
     for (int j = 0; j < QK_K; j++) y[j] = b->d * (float)b->qs[j];
 }
 
+/* one block of any type, aligned: blocks in a mapping may be unaligned, so
+ * the reference code copies each one into this first */
+typedef union {
+    uint16_t h;
+    float f;
+    block_q4_0 q4_0;
+    block_q4_1 q4_1;
+    block_q8_0 q8_0;
+    block_q8_1 q8_1;
+    block_q4_K q4_K;
+    block_q5_K q5_K;
+    block_q6_K q6_K;
+    block_q8_K q8_K;
+} any_block;
+
 /* llm_dequantize_ref: n elements (a multiple of the block) of type to f32.
  * Unknown types leave dst untouched (a programmer error). */
 void llm_dequantize_ref(int type, const void *src, float *dst, int64_t n)
@@ -204,18 +219,7 @@ void llm_dequantize_ref(int type, const void *src, float *dst, int64_t n)
     int64_t nb = n / t->block;
     for (int64_t i = 0; i < nb; i++, p += t->block_size, dst += t->block) {
         /* blocks in a mapping may be unaligned: copy each one out first */
-        union {
-            uint16_t h;
-            float f;
-            block_q4_0 q4_0;
-            block_q4_1 q4_1;
-            block_q8_0 q8_0;
-            block_q8_1 q8_1;
-            block_q4_K q4_K;
-            block_q5_K q5_K;
-            block_q6_K q6_K;
-            block_q8_K q8_K;
-        } b;
+        any_block b;
         memcpy(&b, p, t->block_size);
         switch (type) {
         case LLM_T_F32: dst[0] = b.f; break;
@@ -410,18 +414,7 @@ void llm_quantize_ref(int type, const float *src, void *dst, int64_t n)
     uint8_t *p = dst;
     int64_t nb = n / t->block;
     for (int64_t i = 0; i < nb; i++, p += t->block_size, src += t->block) {
-        union {
-            uint16_t h;
-            float f;
-            block_q4_0 q4_0;
-            block_q4_1 q4_1;
-            block_q8_0 q8_0;
-            block_q8_1 q8_1;
-            block_q4_K q4_K;
-            block_q5_K q5_K;
-            block_q6_K q6_K;
-            block_q8_K q8_K;
-        } b;
+        any_block b;
         switch (type) {
         case LLM_T_F32: b.f = src[0]; break;
         case LLM_T_F16: b.h = f32_to_f16(src[0]); break;

@@ -88,6 +88,19 @@ static inline size_t cpu_attn_work(int nk, int hd)
     return ((size_t)hd + CPU_ATTN_QB) * cpu_attn_nkp(nk);
 }
 
+/* CPU_ONE_TILE: a cpu_dot_fn `name` from a one-pair kernel
+ * `float one(k, const wt *w_row, const xt *x_row)`, over every (weight row,
+ * activation row) pair of the tile. */
+#define CPU_ONE_TILE(name, one, wt, xt)                                                    \
+    static void name(int64_t k, float *s, size_t lds, const void *w, size_t wbs,          \
+                     const void *x, size_t xbs, int nw, int nx)                           \
+    {                                                                                     \
+        for (int j = 0; j < nx; j++)                                                      \
+            for (int i = 0; i < nw; i++)                                                  \
+                s[(size_t)j * lds + i] = one(k, (const wt *)((const char *)w + i * wbs),  \
+                                             (const xt *)((const char *)x + j * xbs));    \
+    }
+
 typedef struct cpu_kern {
     const char *name;
     cpu_dot_fn dot[LLM_T_COUNT];

@@ -320,22 +320,13 @@ static float dot1_f32(int64_t k, const void *w, const void *x) { return dot1_flo
 static float dot1_f16(int64_t k, const void *w, const void *x) { return dot1_float(LLM_T_F16, k, w, x); }
 static float dot1_bf16(int64_t k, const void *w, const void *x) { return dot1_float(LLM_T_BF16, k, w, x); }
 
-#define ONE_TILE(name, one, wt, xt)                                                          \
-    static void name(int64_t k, float *s, size_t lds, const void *w, size_t wbs,             \
-                     const void *x, size_t xbs, int nw, int nx)                              \
-    {                                                                                        \
-        for (int j = 0; j < nx; j++)                                                         \
-            for (int i = 0; i < nw; i++)                                                     \
-                s[(size_t)j * lds + i] = one(k, (const wt *)((const char *)w + i * wbs),     \
-                                             (const xt *)((const char *)x + j * xbs));       \
-    }
 
-ONE_TILE(dot_q4_K, dot1_q4_K, block_q4_K, block_q8_K)
-ONE_TILE(dot_q5_K, dot1_q5_K, block_q5_K, block_q8_K)
-ONE_TILE(dot_q6_K, dot1_q6_K, block_q6_K, block_q8_K)
-ONE_TILE(dot_f32, dot1_f32, void, void)
-ONE_TILE(dot_f16, dot1_f16, void, void)
-ONE_TILE(dot_bf16, dot1_bf16, void, void)
+CPU_ONE_TILE(dot_q4_K, dot1_q4_K, block_q4_K, block_q8_K)
+CPU_ONE_TILE(dot_q5_K, dot1_q5_K, block_q5_K, block_q8_K)
+CPU_ONE_TILE(dot_q6_K, dot1_q6_K, block_q6_K, block_q8_K)
+CPU_ONE_TILE(dot_f32, dot1_f32, void, void)
+CPU_ONE_TILE(dot_f16, dot1_f16, void, void)
+CPU_ONE_TILE(dot_bf16, dot1_bf16, void, void)
 
 /* ---- float GEMM micro-kernel: 6 tokens x 16 columns, two halves ---------- */
 

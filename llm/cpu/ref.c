@@ -187,26 +187,16 @@ static float dot1_bf16(int64_t k, const uint16_t *w, const float *x)
     return s;
 }
 
-/* tile wrappers: every (weight row, activation row) pair */
-#define REF_TILE(name, one, wt, xt)                                                            \
-    static void name(int64_t k, float *s, size_t lds, const void *w, size_t wbs,            \
-                     const void *x, size_t xbs, int nw, int nx)                             \
-    {                                                                                       \
-        for (int j = 0; j < nx; j++)                                                        \
-            for (int i = 0; i < nw; i++)                                                    \
-                s[(size_t)j * lds + i] = one(k, (const wt *)((const char *)w + i * wbs), \
-                                                 (const xt *)((const char *)x + j * xbs));  \
-    }
 
-REF_TILE(dot_q4_0, dot1_q4_0, block_q4_0, block_q8_1)
-REF_TILE(dot_q4_1, dot1_q4_1, block_q4_1, block_q8_1)
-REF_TILE(dot_q8_0, dot1_q8_0, block_q8_0, block_q8_1)
-REF_TILE(dot_q4_K, dot1_q4_K, block_q4_K, block_q8_K)
-REF_TILE(dot_q5_K, dot1_q5_K, block_q5_K, block_q8_K)
-REF_TILE(dot_q6_K, dot1_q6_K, block_q6_K, block_q8_K)
-REF_TILE(dot_f32, dot1_f32, float, float)
-REF_TILE(dot_f16, dot1_f16, uint16_t, float)
-REF_TILE(dot_bf16, dot1_bf16, uint16_t, float)
+CPU_ONE_TILE(dot_q4_0, dot1_q4_0, block_q4_0, block_q8_1)
+CPU_ONE_TILE(dot_q4_1, dot1_q4_1, block_q4_1, block_q8_1)
+CPU_ONE_TILE(dot_q8_0, dot1_q8_0, block_q8_0, block_q8_1)
+CPU_ONE_TILE(dot_q4_K, dot1_q4_K, block_q4_K, block_q8_K)
+CPU_ONE_TILE(dot_q5_K, dot1_q5_K, block_q5_K, block_q8_K)
+CPU_ONE_TILE(dot_q6_K, dot1_q6_K, block_q6_K, block_q8_K)
+CPU_ONE_TILE(dot_f32, dot1_f32, float, float)
+CPU_ONE_TILE(dot_f16, dot1_f16, uint16_t, float)
+CPU_ONE_TILE(dot_bf16, dot1_bf16, uint16_t, float)
 
 /* ---- float GEMM (panel layout of internal.h) ---------------------------- */
 

@@ -30,6 +30,7 @@
  * dir is removed as soon as the model is open (the mapping outlives it).
  */
 #include "testutil.h"
+#include "f32ref.h"
 
 #include <math.h>
 #include <unistd.h>
@@ -38,11 +39,6 @@
 #include "llm/internal.h"
 #include "llm/llm.h"
 
-#define MAX_PROMPTS 64
-#define N_GEN 64
-#define TOP 4
-#define LOGIT_TOL 2e-3
-#define TIE 1e-3
 
 /* ---- building the HF directory ----------------------------------------------- */
 
@@ -337,107 +333,10 @@ static void test_hf_open(void **state)
     assert_non_null(strstr(llm_model_desc(fx->hf), "llama 30L d576 f32"));
 }
 
-typedef struct {
-    int n;
-    int32_t *ids;
-    int32_t gen[N_GEN];
-    float margin[N_GEN];
-    int32_t top_id[N_GEN][TOP];
-    float top_val[N_GEN][TOP];
-} ref_prompt;
-
-/* the reference file's format is described in test_generate_f32.c */
-static int load_ref(ref_prompt *r, int cap)
-{
-    char *data;
-    size_t len;
-    doc_err err = {0};
-    assert_int_equal(file_read_all("tests/fixtures/generate/f32_reference.txt", 1 << 24, &data, &len, &err),
-                     DOC_OK);
-    int np = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *p = line, *end;
-        if (!strncmp(p, "prompt ", 7)) {
-            assert_true(np < cap);
-            ref_prompt *q = &r[np++];
-            strtol(p + 7, &end, 10);
-            q->n = (int)strtol(end, &end, 10);
-            q->ids = malloc((size_t)q->n * sizeof *q->ids);
-            for (int i = 0; i < q->n; i++) q->ids[i] = (int32_t)strtol(end, &end, 10);
-        } else if (!strncmp(p, "gen ", 4)) {
-            strtol(p + 4, &end, 10);
-            assert_int_equal(strtol(end, &end, 10), N_GEN);
-            for (int i = 0; i < N_GEN; i++) r[np - 1].gen[i] = (int32_t)strtol(end, &end, 10);
-        } else if (!strncmp(p, "margin ", 7)) {
-            strtol(p + 7, &end, 10);
-            strtol(end, &end, 10);
-            for (int i = 0; i < N_GEN; i++) r[np - 1].margin[i] = strtof(end, &end);
-        } else if (!strncmp(p, "top ", 4)) {
-            strtol(p + 4, &end, 10);
-            strtol(end, &end, 10);
-            assert_int_equal(strtol(end, &end, 10), TOP);
-            for (int i = 0; i < N_GEN; i++)
-                for (int j = 0; j < TOP; j++) {
-                    r[np - 1].top_id[i][j] = (int32_t)strtol(end, &end, 10);
-                    r[np - 1].top_val[i][j] = strtof(end, &end);
-                }
-        }
-    }
-    free(data);
-    return np;
-}
-
 static void test_hf_greedy(void **state)
 {
     fixture *fx = *state;
-    static ref_prompt ref[MAX_PROMPTS];
-    int np = load_ref(ref, MAX_PROMPTS);
-    assert_true(np >= 20);
-    int nv = llm_n_vocab(fx->hf);
-    float *lg = malloc((size_t)nv * sizeof *lg);
-    llm_session *s;
-    doc_err err = {0};
-    assert_int_equal(llm_session_new(fx->hf, &s, &err), DOC_OK);
-    int steps = 0, same = 0, ties = 0, bad = 0;
-    double max_diff = 0;
-    double t0 = time_now();
-    for (int p = 0; p < np; p++) {
-        ref_prompt *r = &ref[p];
-        llm_session_reset(s);
-        assert_int_equal(llm_session_eval(s, r->ids, r->n, 0, lg, &err), DOC_OK);
-        for (int i = 0; i < N_GEN; i++) {
-            int32_t best = 0;
-            for (int v = 1; v < nv; v++)
-                if (lg[v] > lg[best]) best = v;
-            for (int j = 0; j < TOP; j++) {
-                double d = fabs((double)lg[r->top_id[i][j]] - r->top_val[i][j]);
-                if (d > max_diff || isnan(d)) max_diff = d; /* a NaN sticks and fails */
-            }
-            steps++;
-            if (best == r->gen[i]) {
-                same++;
-            } else if (r->margin[i] < TIE) {
-                ties++;
-                printf("prompt %d step %d: tie (llama.cpp margin %.2g): docent %d, llama.cpp %d\n", p, i,
-                       r->margin[i], best, r->gen[i]);
-            } else {
-                bad++;
-                printf("prompt %d step %d: docent %d, llama.cpp %d (llama.cpp margin %.4g)\n", p, i, best,
-                       r->gen[i], r->margin[i]);
-            }
-            int32_t next = r->gen[i]; /* teacher forcing */
-            assert_int_equal(llm_session_eval(s, &next, 1, 0, lg, &err), DOC_OK);
-        }
-    }
-    printf("hf f32 greedy: %d/%d steps identical, %d ties, %d mismatches; max |logit diff| %.2e "
-           "(tolerance %.0e); %.1fs\n",
-           same, steps, ties, bad, max_diff, LOGIT_TOL, time_now() - t0);
-    for (int p = 0; p < np; p++) free(ref[p].ids);
-    free(lg);
-    llm_session_free(&s);
-    assert_int_equal(bad, 0);
-    assert_true(max_diff < LOGIT_TOL);
+    f32ref_check(fx->hf, "hf");
 }
 
 /* 1 if both models tokenize text to the same ids; prints the first difference */
