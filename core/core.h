@@ -188,4 +188,22 @@ uint16_t f32_to_f16(float f);
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);
 
+/* ---- hashes (hash.c wraps xxHash; sha256.c is FIPS 180-4) --------------- */
+
+/* hash64: xxh64 of p[0..n) with seed 0 (content fingerprints, file checksums). */
+uint64_t hash64(const void *p, size_t n);
+/* hash64_file: xxh64 of a whole file, streamed; DOC_EIO names the file. */
+int hash64_file(const char *path, uint64_t *out, doc_err *err);
+
+typedef struct sha256_ctx {
+    uint32_t h[8];
+    uint64_t n;          /* bytes so far */
+    unsigned char blk[64];
+} sha256_ctx;
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *p, size_t n);
+void sha256_final(sha256_ctx *c, unsigned char out[32]);
+/* sha256_file_hex: lower-case hex digest (65 bytes with NUL) of a file. */
+int sha256_file_hex(const char *path, char out[65], doc_err *err);
+
 #endif

@@ -1,0 +1,57 @@
+/*
+ * config.h - docent.conf: one INI file read through one table of options.
+ *
+ * Every option is a row of the table in config.c (section, key, type, range,
+ * default, where it lands in doc_config); the parser checks each value against
+ * its row, so an unknown key, a bad number or an out-of-range value is refused
+ * with the file, line and key named.  Relative paths in the file are taken
+ * relative to the directory holding the file; "~/" is the caller's home.
+ *
+ * Where the file comes from (first that exists): the explicit path, then
+ * $DOCENT_CONFIG, then ./etc/docent.conf, then /etc/docent/docent.conf.  With
+ * none of them, the built-in defaults apply.
+ */
+#ifndef DOCENT_CORE_CONFIG_H
+#define DOCENT_CORE_CONFIG_H
+
+#include "core/core.h"
+
+typedef struct doc_config {
+    char path[1024];            /* the file read, "" for built-in defaults */
+    /* [data] */
+    char data_dir[1024];
+    /* [models] */
+    char embedder[1024];
+    char generator[1024];
+    int threads;                /* 0: all CPUs */
+    char backend[16];           /* auto | cpu | cuda */
+    /* [ingest] */
+    int chunk_tokens;           /* budget per chunk (capped to the embedder's max) */
+    int overlap_tokens;
+    int embed_batch;
+    long max_file_mb;
+    long fetch_timeout_s;
+    long fetch_max_mb;
+    int fetch_max_redirects;
+    int commit_docs;            /* documents per transaction */
+    double commit_seconds;      /* or at most this many seconds of work per transaction */
+    /* [index] */
+    long hnsw_threshold;
+    char hnsw_factory[128];
+    int hnsw_ef_search;
+    /* [search] */
+    int k;
+    int n_dense, n_bm25;
+    int rrf_k;
+} doc_config;
+
+/* config_defaults: fill c with the built-in defaults. */
+void config_defaults(doc_config *c);
+/* config_load: defaults, then the first config file found (see above; path may
+ * be NULL).  An explicit path that does not exist is an error; a bad line is
+ * DOC_EINVAL naming "file:line: key". */
+int config_load(const char *path, doc_config *c, doc_err *err);
+/* config_set: apply one "section.key=value" override (command-line -o). */
+int config_set(doc_config *c, const char *assignment, doc_err *err);
+
+#endif
