@@ -30,11 +30,7 @@ for m in "$GGUF" "$EMBEDDER"; do [ -e "$m" ] || die "$m is missing (run make mod
 python3 -c 'import llama_cpp, sentence_transformers' 2>/dev/null ||
     die "reference packages missing: pip install -r tests/reference/requirements.txt"
 
-make --no-print-directory -j2 BUILD="$BUILD" "$BUILD/docent" "$BUILD/libdocent.a" >/dev/null
-mkdir -p "$BUILD/bench"
-LIBS=$(pkg-config --libs libpcre2-8 libutf8proc jansson 2>/dev/null || true)
-cc -std=c11 -D_GNU_SOURCE -O2 -I. -pthread -o "$BUILD/bench/embed_bench" bench/embed_bench.c \
-    "$BUILD/libdocent.a" $LIBS -lm -pthread
+make --no-print-directory -j2 BUILD="$BUILD" "$BUILD/docent" "$BUILD/bench/embed_bench" >/dev/null
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
