@@ -10,9 +10,9 @@
 # 3. Ingest the sqlite3-doc HTML pages and run bench/retrieval_bench on the 40
 #    questions of bench/questions_sqlite.tsv: recall@5 and MRR@10 for dense
 #    only, BM25 only and hybrid; query embedding and idx_search latency.
-# 4. bench/vindex_bench: FAISS search latency p50/p99 and HNSW recall@10 at 10k
-#    and 1M synthetic vectors (VINDEX_N_LARGE to change the large size), with
-#    FAISS's Python package as the peer when it is installed.
+# 4. bench/vindex_bench: FAISS search latency p50/p99 at 10k and 1M synthetic
+#    vectors (VINDEX_N_LARGE to change the large size), exact (Flat) and HNSW32,
+#    with HNSW's recall@10 against exact search on the same vectors.
 # Needs: make deps, make models; the peer needs sentence-transformers (see
 # tests/reference/requirements.txt).  Run on an idle machine.
 set -euo pipefail
@@ -70,6 +70,11 @@ D ingest --json -q --data "$W/sq" --include '*.html' "$SQ" > "$W/sq.json"
 j "$W/sq.json" "'ingested %d pages, %d chunks in %.1f s' % (d['added'], d['chunks'], d['seconds'])"
 "$BUILD/bench/retrieval_bench" "$W/sq" "$EMB" bench/questions_sqlite.tsv
 
-echo "== 4. vector search (FAISS through docent's vindex)"
-"$BUILD/bench/vindex_bench" 10000 384 flat
-"$BUILD/bench/vindex_bench" "${VINDEX_N_LARGE:-1000000}" 384 hnsw
+echo "== 4. vector search (FAISS through docent's vindex), one query per call, k=10"
+N=${VINDEX_N_LARGE:-1000000}
+echo "-- 10k, exact (Flat)"
+"$BUILD/bench/vindex_bench" -f Flat -n 10000 -d 384 -q 2000
+echo "-- $N, exact (Flat): the baseline HNSW is measured against"
+"$BUILD/bench/vindex_bench" -f Flat -n "$N" -d 384 -q 100 -r 0 -c 1000
+echo "-- $N, HNSW32 efSearch 128, vectors around 1000 centres (embeddings cluster by topic)"
+"$BUILD/bench/vindex_bench" -f HNSW32 -n "$N" -d 384 -e 128 -q 1000 -r 200 -c 1000 -t "${VINDEX_BUILD_S:-1200}"

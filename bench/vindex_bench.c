@@ -3,13 +3,10 @@
  * (FAISS through its C API) on random unit vectors, with recall@k against an
  * exact Flat index over the same vectors.
  *
- * Build (from the repository root, after `make build/libdocent.a`):
- *   gcc -O2 -std=c11 -D_GNU_SOURCE -I. -o build/vindex_bench bench/vindex_bench.c \
- *       build/libdocent.a $(pkg-config --libs libxxhash) \
- *       -lfaiss -llapack -lblas -fopenmp -lstdc++ -lm
+ * Build: make build/bench/vindex_bench (bench/store.sh does).
  * Run:
- *   build/vindex_bench -f Flat -n 10000 -d 384
- *   build/vindex_bench -f HNSW32 -n 1000000 -d 384 -e 128 -t 300
+ *   build/bench/vindex_bench -f Flat -n 10000 -d 384
+ *   build/bench/vindex_bench -f HNSW32 -n 1000000 -d 384 -e 128 -t 300
  * -t caps the build time: vectors are added in batches until n or the cap is
  * reached, and everything after is measured at the size reached.  Random
  * vectors are the hard case for HNSW (no cluster structure), so recall on

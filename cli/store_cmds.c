@@ -54,6 +54,11 @@ typedef struct common {
     int n_over;
     int json;
     int quiet;
+    /* ingest */
+    const char *inc[64], *exc[64];
+    int n_inc, n_exc, watch, follow;
+    /* search */
+    int k, dense, bm25;
     doc_config cfg;
     llm_model *m;
     idx_store *s;
@@ -81,6 +86,37 @@ static int common_flag(common *a, int c)
         return 0;
     }
     return -1;
+}
+
+/* own_flag_fn: a command's own flags; same return convention as common_flag */
+typedef int (*own_flag_fn)(common *a, int c);
+
+/* parse_flags: run getopt over the common flags and the command's own; -1 when
+ * the command should go on (optind at its first operand), else the exit code
+ * (0 after --help). */
+static int parse_flags(common *a, int argc, char **argv, const char *shortopts,
+                       const struct option *lo, const char *help, own_flag_fn own)
+{
+    int c, r;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, shortopts, lo, NULL)) != -1) {
+        if ((r = common_flag(a, c)) >= 0 || (own && (r = own(a, c)) >= 0)) {
+            if (r > 0) return r;
+            continue;
+        }
+        if (c == 'h') return fputs(help, stdout), 0;
+        return cli_usage_error(a->cmd, "unknown option");
+    }
+    return -1;
+}
+
+/* print_json: one compact line on stdout; takes the reference to o */
+static void print_json(json_t *o)
+{
+    char *txt = json_dumps(o, JSON_COMPACT);
+    if (txt) puts(txt);
+    free(txt);
+    json_decref(o);
 }
 
 static int load_config(common *a)
@@ -258,10 +294,7 @@ static void print_summary(ingest_ui *u, const char *coll, const ing_summary *s, 
             json_array_append_new(pr, p);
         }
         json_object_set_new(o, "problems", pr);
-        char *txt = json_dumps(o, JSON_COMPACT);
-        if (txt) puts(txt);
-        free(txt);
-        json_decref(o);
+        print_json(o);
         return;
     }
     printf("%s '%s' in %.1f s: %d added, %d updated, %d unchanged, %d removed, %d skipped, %d failed; "
@@ -284,11 +317,27 @@ static void print_summary(ingest_ui *u, const char *coll, const ing_summary *s, 
     if (u->dropped) printf("  (%d more problems not listed)\n", u->dropped);
 }
 
+static int ingest_flag(common *a, int c)
+{
+    switch (c) {
+    case C_WATCH: a->watch = 1; return 0;
+    case C_FOLLOW: a->follow = 1; return 0;
+    case C_INCLUDE:
+        if (a->n_inc == 64) return cli_usage_error("ingest", "at most 64 --include");
+        a->inc[a->n_inc++] = optarg;
+        return 0;
+    case C_EXCLUDE:
+        if (a->n_exc == 64) return cli_usage_error("ingest", "at most 64 --exclude");
+        a->exc[a->n_exc++] = optarg;
+        return 0;
+    }
+    return -1;
+}
+
 int cmd_ingest(int argc, char **argv)
 {
     common a = {.cmd = "ingest"};
-    const char *inc[64], *exc[64];
-    int n_inc = 0, n_exc = 0, watch = 0, follow = 0, c, rc = 0;
+    int rc = 0;
     ingest_ui u = {.a = &a};
     ing_ctx *ic = NULL;
     ing_summary sum;
@@ -299,26 +348,8 @@ int cmd_ingest(int argc, char **argv)
                                        {"exclude", required_argument, 0, C_EXCLUDE},
                                        {"follow-symlinks", no_argument, 0, C_FOLLOW},
                                        {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        switch (c) {
-        case 'h': fputs(ingest_help, stdout); return 0;
-        case C_WATCH: watch = 1; break;
-        case C_FOLLOW: follow = 1; break;
-        case C_INCLUDE:
-            if (n_inc == 64) return cli_usage_error("ingest", "at most 64 --include");
-            inc[n_inc++] = optarg;
-            break;
-        case C_EXCLUDE:
-            if (n_exc == 64) return cli_usage_error("ingest", "at most 64 --exclude");
-            exc[n_exc++] = optarg;
-            break;
-        default: return cli_usage_error("ingest", "unknown option");
-        }
-    }
+    if ((rc = parse_flags(&a, argc, argv, "c:o:qh", lo, ingest_help, ingest_flag)) >= 0) return rc;
+    rc = 0;
     if (optind >= argc) return cli_usage_error("ingest", "nothing to ingest (give PATHs or URLs)");
     if ((rc = load_config(&a)) || (rc = open_store(&a, 1, 0))) goto done;
     u.tty = isatty(2);
@@ -335,8 +366,8 @@ int cmd_ingest(int argc, char **argv)
                    .fetch_max_redirects = a.cfg.fetch_max_redirects,
                    .commit_docs = a.cfg.commit_docs,
                    .commit_seconds = a.cfg.commit_seconds,
-                   .include = inc, .n_include = n_inc, .exclude = exc, .n_exclude = n_exc,
-                   .follow_symlinks = follow,
+                   .include = a.inc, .n_include = a.n_inc, .exclude = a.exc, .n_exclude = a.n_exc,
+                   .follow_symlinks = a.follow,
                    .cancel = &g_stop,
                    .progress = on_progress, .note = on_note, .cb_ctx = &u};
     if (ing_new(a.s, a.m, &io, &ic, &e)) {
@@ -354,7 +385,7 @@ int cmd_ingest(int argc, char **argv)
         rc = 1;
         goto done;
     }
-    if (watch) {
+    if (a.watch) {
         if (!a.quiet && !a.json) fprintf(stderr, "watching for changes (Ctrl-C to stop)\n");
         for (int i = 0; i < u.n_probs; i++) free(u.probs[i].kind), free(u.probs[i].uri), free(u.probs[i].why);
         u.n_probs = 0;
@@ -401,37 +432,36 @@ static int resolve_collection(common *a, int64_t *id)
     return 0;
 }
 
+static int search_flag(common *a, int c)
+{
+    if (c == C_MODE) {
+        a->dense = !strcmp(optarg, "hybrid") || !strcmp(optarg, "dense");
+        a->bm25 = !strcmp(optarg, "hybrid") || !strcmp(optarg, "bm25");
+        if (!a->dense && !a->bm25) return cli_usage_error("search", "--mode needs hybrid, dense or bm25");
+        return 0;
+    }
+    if (c == 'k') {
+        char *end;
+        long v = strtol(optarg, &end, 10);
+        if (!*optarg || *end || v < 1 || v > 1000) return cli_usage_error("search", "-k needs 1..1000");
+        a->k = (int)v;
+        return 0;
+    }
+    return -1;
+}
+
 int cmd_search(int argc, char **argv)
 {
-    common a = {.cmd = "search"};
-    int c, rc = 0, k = 0, n = 0, dense = 1, bm25 = 1;
+    common a = {.cmd = "search", .dense = 1, .bm25 = 1};
+    int rc = 0, n = 0;
     idx_hit *hits = NULL;
     float *q = NULL;
     int64_t coll = 0;
     doc_err e = {0};
     static const struct option lo[] = {COMMON_LONGOPTS, {"mode", required_argument, 0, C_MODE},
                                        {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:k:o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        if (c == 'h') return fputs(search_help, stdout), 0;
-        if (c == C_MODE) {
-            dense = !strcmp(optarg, "hybrid") || !strcmp(optarg, "dense");
-            bm25 = !strcmp(optarg, "hybrid") || !strcmp(optarg, "bm25");
-            if (!dense && !bm25) return cli_usage_error("search", "--mode needs hybrid, dense or bm25");
-            continue;
-        }
-        if (c == 'k') {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > 1000) return cli_usage_error("search", "-k needs 1..1000");
-            k = (int)v;
-            continue;
-        }
-        return cli_usage_error("search", "unknown option");
-    }
+    if ((rc = parse_flags(&a, argc, argv, "c:k:o:qh", lo, search_help, search_flag)) >= 0) return rc;
+    rc = 0;
     if (optind != argc - 1) return cli_usage_error("search", "give one QUERY (quote it)");
     const char *query = argv[optind];
     if (!*query) return cli_usage_error("search", "the query is empty");
@@ -445,10 +475,10 @@ int cmd_search(int argc, char **argv)
         rc = cli_fail("query", &e);
         goto done;
     }
-    idx_search_opts so = {.k = k ? k : a.cfg.k, .n_dense = a.cfg.n_dense, .n_bm25 = a.cfg.n_bm25,
+    idx_search_opts so = {.k = a.k ? a.k : a.cfg.k, .n_dense = a.cfg.n_dense, .n_bm25 = a.cfg.n_bm25,
                           .rrf_k = a.cfg.rrf_k, .collections = coll ? &coll : NULL,
                           .n_collections = coll ? 1 : 0};
-    if (idx_search(a.s, dense ? q : NULL, bm25 ? query : NULL, &so, &hits, &n)) {
+    if (idx_search(a.s, a.dense ? q : NULL, a.bm25 ? query : NULL, &so, &hits, &n)) {
         fprintf(stderr, "docent: search: %s\n", idx_errmsg(a.s));
         rc = 1;
         goto done;
@@ -478,10 +508,7 @@ int cmd_search(int argc, char **argv)
             json_array_append_new(res, r);
         }
         json_object_set_new(o, "results", res);
-        char *txt = json_dumps(o, JSON_COMPACT);
-        if (txt) puts(txt);
-        free(txt);
-        json_decref(o);
+        print_json(o);
     } else {
         if (!n) printf("no passages found\n");
         for (int i = 0; i < n; i++) {
@@ -517,18 +544,12 @@ static const char ls_help[] =
 int cmd_ls(int argc, char **argv)
 {
     common a = {.cmd = "ls"};
-    int c, rc = 0, n = 0;
+    int rc = 0, n = 0;
     int64_t coll = 0;
     idx_doc *docs = NULL;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        if (c == 'h') return fputs(ls_help, stdout), 0;
-        return cli_usage_error("ls", "unknown option");
-    }
+    if ((rc = parse_flags(&a, argc, argv, "c:o:qh", lo, ls_help, NULL)) >= 0) return rc;
+    rc = 0;
     if (optind != argc) return cli_usage_error("ls", "no arguments expected");
     if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
     if (a.collection && (rc = resolve_collection(&a, &coll))) goto done;
@@ -553,10 +574,7 @@ int cmd_ls(int argc, char **argv)
             json_array_append_new(arr, d);
         }
         json_t *o = json_pack("{s:o}", "documents", arr);
-        char *txt = json_dumps(o, JSON_COMPACT);
-        if (txt) puts(txt);
-        free(txt);
-        json_decref(o);
+        print_json(o);
     } else {
         for (int i = 0; i < n; i++)
             printf("%6lld  %-12s %5lld chunks  %s%s%s%s\n", (long long)docs[i].id, docs[i].collection,
@@ -578,18 +596,12 @@ static const char rm_help[] =
 int cmd_rm(int argc, char **argv)
 {
     common a = {.cmd = "rm"};
-    int c, rc = 0, n = 0, removed = 0;
+    int rc = 0, n = 0, removed = 0;
     int64_t coll = 0;
     idx_doc *docs = NULL;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        if (c == 'h') return fputs(rm_help, stdout), 0;
-        return cli_usage_error("rm", "unknown option");
-    }
+    if ((rc = parse_flags(&a, argc, argv, "c:o:qh", lo, rm_help, NULL)) >= 0) return rc;
+    rc = 0;
     if (optind >= argc) return cli_usage_error("rm", "give document ids or paths");
     if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
     if (a.collection && (rc = resolve_collection(&a, &coll))) goto done;
@@ -630,6 +642,8 @@ int cmd_rm(int argc, char **argv)
     } else if (idx_commit(a.s)) {
         fprintf(stderr, "docent: rm: commit: %s\n", idx_errmsg(a.s));
         rc = 1;
+    } else if (!a.quiet) {
+        printf("%d document%s removed\n", removed, removed == 1 ? "" : "s");
     }
 done:
     idx_doc_list_free(&docs, n);
@@ -644,17 +658,11 @@ static const char collections_help[] =
 int cmd_collections(int argc, char **argv)
 {
     common a = {.cmd = "collections"};
-    int c, rc = 0, n = 0;
+    int rc = 0, n = 0;
     idx_collection *cols = NULL;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        if (c == 'h') return fputs(collections_help, stdout), 0;
-        return cli_usage_error("collections", "unknown option");
-    }
+    if ((rc = parse_flags(&a, argc, argv, "o:qh", lo, collections_help, NULL)) >= 0) return rc;
+    rc = 0;
     if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
     if (idx_collection_list(a.s, &cols, &n)) {
         fprintf(stderr, "docent: collections: %s\n", idx_errmsg(a.s));
@@ -668,10 +676,7 @@ int cmd_collections(int argc, char **argv)
                                                  (json_int_t)cols[i].n_docs, "chunks",
                                                  (json_int_t)cols[i].n_chunks, "readers", cols[i].readers));
         json_t *o = json_pack("{s:o}", "collections", arr);
-        char *txt = json_dumps(o, JSON_COMPACT);
-        if (txt) puts(txt);
-        free(txt);
-        json_decref(o);
+        print_json(o);
     } else {
         for (int i = 0; i < n; i++)
             printf("%-20s %6lld documents %8lld chunks  readers: %s\n", cols[i].name,
@@ -703,18 +708,12 @@ static void on_reindex_progress(void *ctx, const ing_progress *p)
 int cmd_reindex(int argc, char **argv)
 {
     common a = {.cmd = "reindex"};
-    int c, rc = 0;
+    int rc = 0;
     doc_err e = {0};
     idx_stats st;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        if (c == 'h') return fputs(reindex_help, stdout), 0;
-        return cli_usage_error("reindex", "unknown option");
-    }
+    if ((rc = parse_flags(&a, argc, argv, "o:qh", lo, reindex_help, NULL)) >= 0) return rc;
+    rc = 0;
     if ((rc = load_config(&a)) || (rc = open_store(&a, 1, 1))) goto done;
     catch_signals();
     double t0 = time_now();
@@ -742,17 +741,11 @@ static const char check_help[] =
 int cmd_check(int argc, char **argv)
 {
     common a = {.cmd = "check"};
-    int c, rc = 0;
+    int rc = 0;
     idx_stats st;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:qh", lo, NULL)) != -1) {
-        int r = common_flag(&a, c);
-        if (r > 0) return r;
-        if (r == 0) continue;
-        if (c == 'h') return fputs(check_help, stdout), 0;
-        return cli_usage_error("check", "unknown option");
-    }
+    if ((rc = parse_flags(&a, argc, argv, "o:qh", lo, check_help, NULL)) >= 0) return rc;
+    rc = 0;
     if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
     if (idx_check(a.s)) {
         fprintf(stderr, "docent: check: %s\n", idx_errmsg(a.s));

@@ -136,6 +136,10 @@ void file_map_close(file_map *m); /* accepts a zeroed map */
 /* file_write_atomic: write to path.tmp.<pid>, fsync, rename over path,
  * fsync the directory.  Readers see the old or the new file, never a mix. */
 int file_write_atomic(const char *path, const void *data, size_t len, doc_err *err);
+/* file_each_block: read path sequentially and hand each block (up to 1 MiB,
+ * borrowed for the call) to fn: hashing a file without holding it. */
+int file_each_block(const char *path, void (*fn)(void *ctx, const void *p, size_t n), void *ctx,
+                    doc_err *err);
 
 /* file_exists / file_is_dir: 1 or 0. */
 int file_exists(const char *path);

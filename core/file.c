@@ -116,7 +116,9 @@ void file_map_close(file_map *m)
 int file_write_atomic(const char *path, const void *data, size_t len, doc_err *err)
 {
     char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof tmp)
+    /* pid and thread id: two threads saving the same path never share a temp file */
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d.%d", path, (int)getpid(), (int)gettid()) >=
+        sizeof tmp)
         return doc_errf(err, DOC_ELIMIT, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return doc_errf(err, DOC_EIO, "%s: %s", tmp, strerror(errno));
@@ -134,8 +136,9 @@ int file_write_atomic(const char *path, const void *data, size_t len, doc_err *e
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) < 0 || close(fd) < 0) {
-        int e = errno;
+    int synced = fsync(fd), e = errno;
+    if (close(fd) < 0 && synced == 0) synced = -1, e = errno;
+    if (synced < 0) {
         unlink(tmp);
         return doc_errf(err, DOC_EIO, "%s: fsync: %s", tmp, strerror(e));
     }
@@ -146,12 +149,40 @@ int file_write_atomic(const char *path, const void *data, size_t len, doc_err *e
     }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
+    /* the rename is durable only once the folder is synced */
     int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
+    if (dfd < 0) return doc_errf(err, DOC_EIO, "%s: open folder to fsync: %s", dir, strerror(errno));
+    int dsync = fsync(dfd), de = errno;
+    close(dfd);
+    if (dsync < 0) return doc_errf(err, DOC_EIO, "%s: fsync of the folder: %s", dir, strerror(de));
     return DOC_OK;
+}
+
+int file_each_block(const char *path, void (*fn)(void *ctx, const void *p, size_t n), void *ctx,
+                    doc_err *err)
+{
+    int rc = 0, fd;
+    char *blk = NULL;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return doc_errf(err, DOC_EIO, "%s: %s", path, strerror(errno));
+    if (!(blk = malloc(1 << 20))) {
+        rc = doc_errf(err, DOC_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (;;) {
+        ssize_t r = read(fd, blk, 1 << 20);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            rc = doc_errf(err, DOC_EIO, "%s: read: %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0) break;
+        fn(ctx, blk, (size_t)r);
+    }
+done:
+    free(blk);
+    close(fd);
+    return rc;
 }
 
 int file_exists(const char *path)

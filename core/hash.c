@@ -6,12 +6,6 @@
  * every byte of a corpus on each sync and collisions at 64 bits are not a
  * practical concern for those uses (it is not a security boundary).
  */
-#include <errno.h>
-#include <stdlib.h>
-#include <fcntl.h>
-#include <string.h>
-#include <unistd.h>
-
 #include <xxhash.h>
 
 #include "core/core.h"
@@ -21,33 +15,19 @@ uint64_t hash64(const void *p, size_t n)
     return (uint64_t)XXH64(p, n, 0);
 }
 
+static void xxh_block(void *ctx, const void *p, size_t n)
+{
+    XXH64_update(ctx, p, n);
+}
+
 int hash64_file(const char *path, uint64_t *out, doc_err *err)
 {
-    int rc = 0, fd = -1;
-    XXH64_state_t *st = NULL;
-    char *blk = NULL;
+    int rc;
+    XXH64_state_t *st = XXH64_createState();
     *out = 0;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return doc_errf(err, DOC_EIO, "%s: %s", path, strerror(errno));
-    if (!(st = XXH64_createState()) || !(blk = malloc(1 << 20))) {
-        rc = doc_errf(err, DOC_ENOMEM, "%s: out of memory", path);
-        goto done;
-    }
+    if (!st) return doc_errf(err, DOC_ENOMEM, "%s: out of memory", path);
     XXH64_reset(st, 0);
-    for (;;) {
-        ssize_t r = read(fd, blk, 1 << 20);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = doc_errf(err, DOC_EIO, "%s: read: %s", path, strerror(errno));
-            goto done;
-        }
-        if (r == 0) break;
-        XXH64_update(st, blk, (size_t)r);
-    }
-    *out = (uint64_t)XXH64_digest(st);
-done:
-    free(blk);
-    if (st) XXH64_freeState(st);
-    if (fd >= 0) close(fd);
+    if ((rc = file_each_block(path, xxh_block, st, err)) == 0) *out = (uint64_t)XXH64_digest(st);
+    XXH64_freeState(st);
     return rc;
 }

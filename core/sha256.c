@@ -5,12 +5,8 @@
  * with one embedder is refused by another) and for model manifests.  Not on a
  * hot path: ~300 MB/s is plenty for hashing a model file once per open.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/core.h"
 
@@ -92,34 +88,20 @@ void sha256_final(sha256_ctx *c, unsigned char out[32])
     }
 }
 
+static void sha_block(void *ctx, const void *p, size_t n)
+{
+    sha256_update(ctx, p, n);
+}
+
 int sha256_file_hex(const char *path, char out[65], doc_err *err)
 {
-    int rc = 0, fd;
     unsigned char dig[32];
-    char *blk = NULL;
     sha256_ctx c;
+    int rc;
     out[0] = 0;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return doc_errf(err, DOC_EIO, "%s: %s", path, strerror(errno));
-    if (!(blk = malloc(1 << 20))) {
-        rc = doc_errf(err, DOC_ENOMEM, "%s: out of memory", path);
-        goto done;
-    }
     sha256_init(&c);
-    for (;;) {
-        ssize_t r = read(fd, blk, 1 << 20);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = doc_errf(err, DOC_EIO, "%s: read: %s", path, strerror(errno));
-            goto done;
-        }
-        if (r == 0) break;
-        sha256_update(&c, blk, (size_t)r);
-    }
+    if ((rc = file_each_block(path, sha_block, &c, err))) return rc;
     sha256_final(&c, dig);
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", dig[i]);
-done:
-    free(blk);
-    close(fd);
-    return rc;
+    return 0;
 }

@@ -30,6 +30,7 @@
 
 #define CTX_TOKENS 32          /* tokens of title/heading context per chunk */
 #define MAX_PATHS (1 << 24)    /* files in one folder source */
+#define NOTHING_TO_STORE 1     /* store_doc: the text has no chunk (headings only) */
 
 struct ing_ctx {
     idx_store *s;
@@ -250,8 +251,8 @@ static int store_doc(ing_ctx *c, doc_work *w, const char *uri, const char *mime,
     rc = ing_chunk_text(&w->t, &co, count_tokens, c, &w->ch, &w->n, err);
     c->sum->t_chunk += time_now() - t;
     if (rc) goto done;
-    if (w->n == 0) {
-        rc = doc_errf(err, DOC_EFORMAT, "no text to index");
+    if (w->n == 0) { /* headings only (a chapter's table of contents): nothing to store */
+        rc = NOTHING_TO_STORE;
         goto done;
     }
     if (!(w->ic = calloc((size_t)w->n, sizeof *w->ic)) ||
@@ -406,10 +407,14 @@ static int process_doc(ing_ctx *c, const char *uri, const char *data, size_t len
         goto done;
     }
     if (!w.t.title && title_hint) ing_text_set_title(&w.t, title_hint, strlen(title_hint));
-    if (w.t.n_blocks == 0) {
+    if (w.t.n_blocks > 0) rc = store_doc(c, &w, uri, fmt->mime, hash, mtime, (int64_t)len, found, &e);
+    if (w.t.n_blocks == 0 || rc == NOTHING_TO_STORE) {
         c->sum->skipped++;
         note(c, "skipped", uri,
-             !strcmp(fmt->name, "pdf") ? "no text (a scanned pdf? it has no text layer)" : "no text");
+             rc == NOTHING_TO_STORE ? "no text besides headings"
+             : !strcmp(fmt->name, "pdf") ? "no text (a scanned pdf? it has no text layer)"
+                                         : "no text");
+        rc = 0;
         if (found) { /* its old text is gone: so are its chunks */
             if ((rc = txn_begin(c)) || (rc = idx_doc_remove(c->s, old.id))) {
                 doc_errf(&e, rc, "%s", idx_errmsg(c->s));
@@ -419,7 +424,6 @@ static int process_doc(ing_ctx *c, const char *uri, const char *data, size_t len
         }
         goto done;
     }
-    rc = store_doc(c, &w, uri, fmt->mime, hash, mtime, (int64_t)len, found, &e);
     if (rc == DOC_ECANCELLED) goto fatal;
     if (rc) {
         /* a store failure is fatal (the transaction is suspect); others are per-document */

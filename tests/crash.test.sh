@@ -66,10 +66,12 @@ for i in $(seq 1 "$RUNS"); do
         rm -rf "$T/c.bak" && mv "$T/c" "$T/c.bak" && cp -r "$T/c2" "$T/c"
     fi
     delay=$(python3 -c "import random; print(round(random.uniform(0.3, max(0.5, $dur * 0.9)), 2))")
-    run "$dir" ingest -q "$T/c" > /dev/null 2>&1 &
+    # docent itself in the background (not through run(): $! must be docent's pid)
+    "$D" ingest -q "$T/c" --data "$dir" -o models.embedder="$EMB" -o models.threads=2 \
+        -o ingest.commit_docs=2 > /dev/null 2>&1 &
     pid=$!
     sleep "$delay"
-    kill -9 $pid 2>/dev/null
+    if kill -9 $pid 2>/dev/null; then killed=1; else killed=0; fi
     wait $pid 2>/dev/null
     verify "$dir" "run $i (killed after $delay s)"
     at_kill=$(run "$dir" ls --json 2>/dev/null | python3 -c "import json,sys; print(len(json.load(sys.stdin)['documents']))" 2>/dev/null)
@@ -80,6 +82,7 @@ for i in $(seq 1 "$RUNS"); do
     [ "$n" = "$want" ] || bad "run $i: $n documents after resume, want $want"
     if [ -d "$T/c.bak" ]; then rm -rf "$T/c" && mv "$T/c.bak" "$T/c"; fi
     rm -rf "$dir"
+    [ $killed -eq 1 ] || echo "run $i: the ingest had finished before the kill (delay $delay s)"
     echo "run $i: $([ $((i % 2)) -eq 0 ] && echo re-ingest || echo ingest) killed after $delay s with ${at_kill:-?} documents stored: consistent, resumed"
 done
 echo "crash: $RUNS runs, $fails failures"

@@ -133,6 +133,30 @@ run check > /dev/null 2>&1 && ok "check after rebuilds" || bad "check after rebu
 rc=$?
 [ $rc -eq 1 ] && grep -q "not an encoder" "$T/emb.err" && ok "a decoder as embedder: refused" || bad "decoder as embedder: rc $rc $(cat "$T/emb.err")"
 
+# ---- another embedder: refused until `docent reindex` ----------------------------
+# a copy of MiniLM with one weight changed: a valid model with another sha256
+mkdir -p "$T/emb2" && cp -r "$EMB/." "$T/emb2/"
+python3 - "$T/emb2/model.safetensors" <<'EOF'
+import struct, sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read())
+b[-4:] = struct.pack("<f", 0.0)   # the last float of the last tensor
+open(p, "wb").write(b)
+EOF
+"$D" search "wal" --data "$T/data" -o models.embedder="$T/emb2" > /dev/null 2> "$T/emb2.err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "docent reindex" "$T/emb2.err" && ok "another embedder: refused, says to run docent reindex" ||
+    bad "another embedder: rc $rc: $(cat "$T/emb2.err")"
+nchunks=$(run collections --json | jget "sum(c['chunks'] for c in d['collections'])")
+"$D" reindex -q --data "$T/data" -o models.embedder="$T/emb2" > "$T/reindex.out" 2>&1 &&
+    grep -q "reindexed $nchunks chunks" "$T/reindex.out" && ok "reindex: $nchunks chunks re-embedded" ||
+    bad "reindex: $(cat "$T/reindex.out")"
+u=$("$D" search --json "write-ahead log checkpoint" --data "$T/data" -o models.embedder="$T/emb2" 2>/dev/null | top_uri)
+case "$u" in */wal.html) ok "search with the new embedder after reindex" ;; *) bad "after reindex: $u" ;; esac
+"$D" check --data "$T/data" > /dev/null 2>&1 && ok "check after reindex" || bad "check after reindex"
+"$D" search "wal" --data "$T/data" -o models.embedder="$EMB" > /dev/null 2> "$T/emb3.err"
+[ $? -eq 1 ] && grep -q "docent reindex" "$T/emb3.err" && ok "the old embedder is now refused" || bad "old embedder: $(cat "$T/emb3.err")"
+"$D" reindex -q --data "$T/data" -o models.embedder="$EMB" > /dev/null 2>&1 || bad "reindex back"
+
 # ---- broken database files --------------------------------------------------
 cp -r "$T/data" "$T/trunc"
 sz=$(stat -c %s "$T/trunc/docent.db")
@@ -158,6 +182,53 @@ assert d["added"] == 0 and d["skipped"] >= 2, d
 reasons = {p["uri"].rsplit("/", 1)[-1]: p["reason"] for p in d["problems"]}
 assert "blob.bin" in reasons and "empty.txt" in reasons and "no text" in reasons["empty.txt"], reasons
 EOF
+
+# ---- http(s) sources ----------------------------------------------------------
+port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+(cd "$T/c/sqlite" && exec python3 -m http.server "$port" --bind 127.0.0.1) > /dev/null 2>&1 &
+hpid=$!
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+run ingest --json -q -c web "http://127.0.0.1:$port/autoinc.html" "http://127.0.0.1:$port/missing.html" > "$T/url.json" 2>&1
+kill $hpid 2>/dev/null
+python3 - "$T/url.json" "$port" <<'EOF' && ok "url: a page is ingested, a 404 is reported" || bad "url: $(cat "$T/url.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["added"] == 1 and d["failed"] == 1, d
+r = [p["reason"] for p in d["problems"] if p["uri"].endswith("missing.html")]
+assert r and "404" in r[0], d["problems"]
+EOF
+u=$(search -c web "AUTOINCREMENT keyword" | top_uri)
+[ "$u" = "http://127.0.0.1:$port/autoinc.html" ] && ok "url: searchable under its URL" || bad "url: search -> $u"
+
+# ---- --watch: changes are ingested as they settle ---------------------------
+mkdir -p "$T/w"
+cp "$T/c/sqlite/autoinc.html" "$T/w/"
+# docent itself in the background (not through run(): $! must be docent's pid)
+"$D" ingest -q --watch -c watched "$T/w" --data "$T/data" -o models.embedder="$EMB" -o models.threads=2 \
+    > "$T/watch.out" 2>&1 &
+wpid=$!
+wait_for() { # seconds condition...
+    local n=$(( $1 * 2 )); shift
+    for _ in $(seq 1 "$n"); do "$@" && return 0; sleep 0.5; done
+    return 1
+}
+docs_in() { run ls -c watched --json 2>/dev/null | jget "sorted(x['uri'].rsplit('/',1)[-1] for x in d['documents'])" 2>/dev/null; }
+has() { [ "$(docs_in)" = "$1" ]; }
+wait_for 60 has "['autoinc.html']" && ok "watch: initial sync" || bad "watch: initial sync: $(docs_in)"
+cp "$T/c/sqlite/wal.html" "$T/w/new.html"
+wait_for 60 has "['autoinc.html', 'new.html']" && ok "watch: a new file is ingested" || bad "watch: new file: $(docs_in)"
+u=$(search -c watched "write-ahead log checkpoint" | top_uri)
+case "$u" in */w/new.html) ok "watch: the new file is searchable" ;; *) bad "watch: search -> $u" ;; esac
+mv "$T/w/autoinc.html" "$T/w/renamed.html"
+wait_for 60 has "['new.html', 'renamed.html']" && ok "watch: a move replaces the old path" || bad "watch: move: $(docs_in)"
+rm "$T/w/new.html"
+wait_for 60 has "['renamed.html']" && ok "watch: a deleted file is removed" || bad "watch: delete: $(docs_in)"
+kill -INT $wpid
+wait $wpid
+rc=$?
+[ $rc -eq 0 ] && grep -q "watched 'watched'" "$T/watch.out" && ok "watch: Ctrl-C ends with a summary" ||
+    bad "watch: exit $rc: $(tail -3 "$T/watch.out")"
+run check > "$T/check" 2>&1 && ok "check after watching" || bad "check after watch: $(cat "$T/check")"
 
 echo "ingest: $fails failures"
 [ $fails -eq 0 ]

@@ -1,14 +1,34 @@
 #!/usr/bin/env bash
-# demo.sh BUILD - show the engine end to end on the default models:
-#   1. embed a few sentences with all-MiniLM-L6-v2 and print their cosine similarity matrix;
-#   2. ask SmolLM2-135M-Instruct a question in its chat template, streamed, with timings.
-# (The full question-answering demo over a real manual arrives with the answer path.)
+# demo.sh BUILD - docent end to end on the default models and a real manual:
+#   1. ingest the SQL language reference of the SQLite manual (sqlite3-doc, the
+#      lang_*.html pages) into BUILD/demo-data, with a progress bar; ingest again
+#      (nothing changed: nothing is embedded);
+#   2. search it: ranked passages with their scores and locations;
+#   3. embed a few sentences with all-MiniLM-L6-v2 and print their cosine similarity matrix;
+#   4. ask SmolLM2-135M-Instruct a question in its chat template, streamed, with timings.
+# (Cited answers over the manual arrive with the answer path: docent ask.)
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 D=$BUILD/docent
 EMB=models/all-minilm-l6-v2
 GEN=models/smollm2-135m-instruct-q4_1.gguf
+MANUAL=/usr/share/doc/sqlite3
+export DOCENT_CONFIG=$PWD/etc/docent.conf
+store=(--data "$BUILD/demo-data" -o models.embedder="$PWD/$EMB")
+
+echo "== ingest: the SQL language reference of the SQLite manual ($MANUAL/lang_*.html)"
+"$D" ingest "${store[@]}" -c sqlite --include 'lang_*.html' "$MANUAL"
+echo
+echo "== ingest again (unchanged documents are skipped, nothing is embedded)"
+"$D" ingest "${store[@]}" -c sqlite --include 'lang_*.html' -q "$MANUAL"
+echo
+for q in "How do I add a column to an existing table?" \
+         "What happens when a UNIQUE constraint fails during an insert?" \
+         "recursive common table expression"; do
+    echo "== search: $q"
+    "$D" search "${store[@]}" -k 3 "$q"
+done
 sentences=(
   "How do I rotate the VPN certificate?"
   "Renewing the certificate used by the VPN gateway"
@@ -16,7 +36,7 @@ sentences=(
   "SQLite stores the entire database in a single file."
   "Une base de données SQLite tient dans un seul fichier."
 )
-echo "== embeddings: $EMB"
+echo "== the engine: embeddings with $EMB"
 printf '%s\n' "${sentences[@]}" | "$D" embed -m "$EMB" - > "$BUILD/demo-vectors.txt"
 echo "cosine similarity (vectors are L2-normalised, so this is the dot product):"
 awk -v labels="$(printf '%s|' "${sentences[@]}")" '
