@@ -86,7 +86,7 @@ endif
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	$(CXX) $(OPT) -g -std=c++17 -Wall -Wextra -I. $(XCFLAGS) -MMD -MP -c $< -o $@
+	$(CXX) $(OPT) -g -std=c++17 -Wall -Wextra -I. $(XCFLAGS) $(XCXXFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libdocent.a: $(LIB_OBJ) $(CUDA_OBJ) $(SHIM_OBJ)
 	@rm -f $@
@@ -126,6 +126,7 @@ test-long: deps models
 asan: deps models
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang CXX=clang++ OPT=-O1 CUDA=0 \
 	    XCFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    XCXXFLAGS="-fno-sanitize=vptr" \
 	    XLDLIBS="-fsanitize=address,undefined" all
 	@ASAN_OPTIONS=detect_leaks=1 DOCENT_ASAN=1 tests/run.sh build-asan
 
