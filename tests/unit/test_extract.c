@@ -393,6 +393,7 @@ static void test_docx_pandoc(void **state)
         assert_int_equal(t.blocks[k].line_start, 0);
         prev = k;
     }
+    ing_text_free(&t);
     /* truncated archive: a clear error naming the file */
     int rc = run(ing_extract_docx, d, n / 2, "cut.docx", &t, &e);
     assert_true(rc < 0);
