@@ -161,6 +161,13 @@ static int open_store(common *a, int with_model, int reindex)
         io.embedder_sha256 = sha;
         io.dim = llm_embed_dim(a->m);
     }
+    if (!with_model) { /* ls, rm, collections, check: nothing to read before an ingest */
+        char db[PATH_MAX];
+        if (path_join(db, sizeof db, a->cfg.data_dir, "docent.db") == 0 && !file_exists(db)) {
+            fprintf(stderr, "docent: no store in %s yet (docent ingest creates it)\n", a->cfg.data_dir);
+            return 1;
+        }
+    }
     if (idx_open(&io, &a->s, &e)) return cli_fail(NULL, &e);
     return 0;
 }
@@ -178,7 +185,8 @@ static const char ingest_help[] =
     "  adds files, folders (recursively) and http(s) URLs to a collection.  Unchanged\n"
     "  documents are skipped; changed ones are replaced; documents that vanished from\n"
     "  an ingested folder are removed.  Ctrl-C stops after the current document and\n"
-    "  keeps what is done.\n"
+    "  keeps what is done.  Exit status 1 when a document failed (the summary says\n"
+    "  which and why); skipped documents (unknown types, no text) are not failures.\n"
     "  -c, --collection NAME   target collection (default: \"default\")\n"
     "  --watch                 after ingesting, follow the folders and ingest changes\n"
     "  --include GLOB          only files whose name matches (repeatable)\n"
@@ -376,6 +384,7 @@ int cmd_ingest(int argc, char **argv)
     }
     int r = ing_add(ic, (const char *const *)argv + optind, argc - optind, &sum, &e);
     print_summary(&u, a.collection ? a.collection : "default", &sum, 0);
+    if (sum.failed) rc = 1;
     if (r && r != DOC_ECANCELLED) {
         rc = cli_fail(NULL, &e);
         goto done;
