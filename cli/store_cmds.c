@@ -24,6 +24,7 @@
 #include "index/index.h"
 #include "ingest/ingest.h"
 #include "llm/llm.h"
+#include "rag/rag.h"
 
 /* set by SIGINT/SIGTERM: work stops between documents and what is done is kept
  * (the only mutable global of the program: a signal handler needs one) */
@@ -423,12 +424,37 @@ done:
 static const char search_help[] =
     "usage: docent search [-c COLLECTION] [-k N] [--json] QUERY\n"
     "  ranked passages (dense + BM25, fused by reciprocal rank) with their scores and\n"
-    "  locations: uri#heading path, page, lines.\n"
+    "  locations: uri#heading path, page, lines.  PII and secrets in the passages are\n"
+    "  redacted as [safety] redact in the config says.\n"
     "  -c, --collection NAME   search only this collection (default: all)\n"
     "  -k N                    passages to show (default: [search] k in the config)\n"
     "  --mode hybrid|dense|bm25  both legs fused (default), or one leg alone\n"
     "  --json                  {\"results\": [{uri, title, heading, page, lines, score, text}...]}\n"
     "  --data DIR, --config FILE, -o SECTION.KEY=VALUE\n";
+
+/* redact_hits: passages shown to a user go through the PII/secret filter
+ * ([safety] redact); each hit's text is replaced by its redacted copy */
+static int redact_hits(idx_hit *hits, int n, unsigned cats)
+{
+    for (int i = 0; i < n && cats; i++) {
+        buf out;
+        buf_init(&out, 0);
+        int nr = 0;
+        if (rag_redact(hits[i].text, strlen(hits[i].text), cats, &out, NULL, 0, &nr)) {
+            buf_free(&out);
+            return -1;
+        }
+        if (!nr) {
+            buf_free(&out);
+            continue;
+        }
+        char *t = buf_steal(&out, NULL);
+        if (!t) return -1;
+        free(hits[i].text);
+        hits[i].text = t;
+    }
+    return 0;
+}
 
 static int resolve_collection(common *a, int64_t *id)
 {
@@ -463,6 +489,7 @@ int cmd_search(int argc, char **argv)
 {
     common a = {.cmd = "search", .dense = 1, .bm25 = 1};
     int rc = 0, n = 0;
+    unsigned cats = 0;
     idx_hit *hits = NULL;
     float *q = NULL;
     int64_t coll = 0;
@@ -474,7 +501,12 @@ int cmd_search(int argc, char **argv)
     if (optind != argc - 1) return cli_usage_error("search", "give one QUERY (quote it)");
     const char *query = argv[optind];
     if (!*query) return cli_usage_error("search", "the query is empty");
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 1, 0))) goto done;
+    if ((rc = load_config(&a))) goto done;
+    if (rag_redact_parse(a.cfg.redact, &cats, &e)) {
+        rc = cli_fail("config: [safety] redact", &e);
+        goto done;
+    }
+    if ((rc = open_store(&a, 1, 0))) goto done;
     if (a.collection && (rc = resolve_collection(&a, &coll))) goto done;
     if (!(q = malloc((size_t)llm_embed_dim(a.m) * sizeof *q))) {
         rc = cli_fail(NULL, &(doc_err){DOC_ENOMEM, "out of memory"});
@@ -490,6 +522,10 @@ int cmd_search(int argc, char **argv)
     if (idx_search(a.s, a.dense ? q : NULL, a.bm25 ? query : NULL, &so, &hits, &n)) {
         fprintf(stderr, "docent: search: %s\n", idx_errmsg(a.s));
         rc = 1;
+        goto done;
+    }
+    if (redact_hits(hits, n, cats)) {
+        rc = cli_fail("search", &(doc_err){DOC_ENOMEM, "out of memory redacting passages"});
         goto done;
     }
     if (a.json) {

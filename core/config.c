@@ -53,6 +53,8 @@ static const opt opts[] = {
     O("search", "n_dense", T_INT, n_dense, 1, 100000, "50"),
     O("search", "n_bm25", T_INT, n_bm25, 1, 100000, "50"),
     O("search", "rrf_k", T_INT, rrf_k, 1, 100000, "60"),
+    O("safety", "redact", T_STR, redact, 0, 0, "all"),
+    O("safety", "refuse", T_STR, refuse, 0, 0, "all"),
 };
 
 /* the directory relative paths are resolved against ("" for defaults: cwd) */

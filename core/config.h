@@ -43,6 +43,9 @@ typedef struct doc_config {
     int k;
     int n_dense, n_bm25;
     int rrf_k;
+    /* [safety] */
+    char redact[256];           /* redaction categories ("all", "email,card", "" for none) */
+    char refuse[256];           /* unsafe-request categories refused ("all", ...) */
 } doc_config;
 
 /* config_defaults: fill c with the built-in defaults. */

@@ -200,6 +200,20 @@ EOF
 u=$(search -c web "AUTOINCREMENT keyword" | top_uri)
 [ "$u" = "http://127.0.0.1:$port/autoinc.html" ] && ok "url: searchable under its URL" || bad "url: search -> $u"
 
+# ---- passages shown to users are redacted ([safety] redact) ----------------------
+mkdir -p "$T/pii"
+printf 'VPN support contacts\n\nFor a new VPN certificate write to jane.doe@example.com or call +44 20 7946 0958.\nThe test card 4111 1111 1111 1111 must never be used in production.\n' > "$T/pii/contacts.txt"
+run ingest -q -c pii "$T/pii" > /dev/null 2>&1
+search -c pii "VPN certificate support contact" > "$T/pii.json"
+python3 - "$T/pii.json" <<'EOF' && ok "search: email, phone and card redacted in passages" || bad "redaction: $(cat "$T/pii.json")"
+import json, sys
+t = json.load(open(sys.argv[1]))["results"][0]["text"]
+assert "jane.doe@example.com" not in t and "4111 1111 1111 1111" not in t and "7946 0958" not in t, t
+assert "[REDACTED:email]" in t and "[REDACTED:card]" in t and "[REDACTED:phone]" in t, t
+EOF
+search -c pii "VPN certificate support contact" -o safety.redact= | grep -q "jane.doe@example.com" &&
+    ok "search: redaction off when [safety] redact is empty" || bad "redaction could not be turned off"
+
 # ---- --watch: changes are ingested as they settle ---------------------------
 mkdir -p "$T/w"
 cp "$T/c/sqlite/autoinc.html" "$T/w/"
