@@ -37,7 +37,7 @@ else
   NVCC := $(shell command -v nvcc 2>/dev/null)
 endif
 
-MODULES := core llm llm/cpu index ingest rag
+MODULES := core llm llm/cpu index ingest rag prompts
 LIB_SRC := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CUDA_SRC := $(if $(NVCC),$(wildcard llm/cuda/*.cu))

@@ -15,6 +15,7 @@ declare -A allow=(
     [core]="core/"
     [llm]="core/ llm/"
     [index]="core/ index/"
+    [prompts]="core/ prompts/"
     [ingest]="core/ index/index.h llm/llm.h ingest/"
     [rag]="core/ index/index.h llm/llm.h ingest/ingest.h prompts/ rag/"
     [daemon]="core/ llm/llm.h index/index.h ingest/ingest.h rag/rag.h prompts/prompts.h daemon/"
