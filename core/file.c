@@ -42,7 +42,14 @@ int file_read_all(const char *path, size_t max, char **data, size_t *len, doc_er
     for (;;) {
         if (n + 1 == cap) { /* file grew while reading, or a pipe */
             if (max && n >= max) {
-                rc = doc_errf(err, DOC_ELIMIT, "%s: over the limit of %zu bytes", path, max);
+                /* exactly max bytes is fine: over only if one more byte comes */
+                char probe;
+                ssize_t r1;
+                while ((r1 = read(fd, &probe, 1)) < 0 && errno == EINTR) {
+                }
+                if (r1 == 0) break;
+                rc = r1 < 0 ? doc_errf(err, DOC_EIO, "%s: read: %s", path, strerror(errno))
+                            : doc_errf(err, DOC_ELIMIT, "%s: over the limit of %zu bytes", path, max);
                 goto done;
             }
             char *q = realloc(p, cap * 2);

@@ -56,6 +56,21 @@ static void test_files(void **state)
     free(data);
     assert_int_equal(file_read_all(path, 3, &data, &len, &err), DOC_ELIMIT);
     assert_non_null(strstr(err.msg, "f.txt"));
+    /* a file of exactly the limit is read whole */
+    assert_int_equal(file_read_all(path, 4, &data, &len, &err), DOC_OK);
+    assert_int_equal(len, 4);
+    free(data);
+    /* the same through a pipe (no size known up front): 4 bytes fit a limit of 4, not of 3 */
+    int pfd[2];
+    char pp[64];
+    assert_int_equal(pipe(pfd), 0);
+    assert_int_equal(write(pfd[1], "abc\n", 4), 4);
+    close(pfd[1]);
+    snprintf(pp, sizeof pp, "/proc/self/fd/%d", pfd[0]);
+    assert_int_equal(file_read_all(pp, 4, &data, &len, &err), DOC_OK);
+    assert_int_equal(len, 4);
+    free(data);
+    close(pfd[0]);
     file_map m;
     assert_int_equal(file_map_open(path, &m, &err), DOC_OK);
     assert_int_equal(m.size, 4);
