@@ -22,6 +22,7 @@ int buf_reserve(buf *b, size_t extra)
     if (cap > b->max + 1) cap = b->max + 1;
     char *p = realloc(b->data, cap);
     if (!p) return DOC_ENOMEM;
+    p[b->len] = 0; /* a fresh allocation is a valid (empty) C string too */
     b->data = p;
     b->cap = cap;
     return DOC_OK;

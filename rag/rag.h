@@ -101,4 +101,44 @@ unsigned rag_guard_passage(const char *text, size_t len, const char **why);
  * NULL) counts the removals. */
 int rag_strip_remote(const char *text, size_t len, buf *out, int *n_stripped);
 
+/* ---- citations (rag/cite.c) ----------------------------------------------- */
+
+/* One source given to the model, numbered 1..n in the prompt. */
+typedef struct rag_source {
+    const char *text;          /* the passage as given in the prompt */
+} rag_source;
+
+/* One sentence of the answer and how it is supported. */
+typedef struct rag_sentence {
+    size_t off, len;           /* in the cleaned answer (rag_cite's out) */
+    unsigned cited;            /* bit n-1 set for each valid [n] the sentence carries (n <= 32) */
+    int matched;               /* uncited sentence: best supporting source (1-based), 0 if none */
+    double support;            /* lexical support of the sentence by its best source, 0..1 */
+} rag_sentence;
+
+typedef struct rag_citations {
+    rag_sentence *sentences;   /* malloc'd */
+    int n_sentences;
+    unsigned used;             /* bit n-1: source n is cited (or matched) somewhere */
+    int n_invalid;             /* [n] markers removed: n out of range, malformed */
+    int n_unsupported;         /* sentences with no valid marker and no source match */
+    int grounded;              /* every factual sentence is cited or matched */
+} rag_citations;
+
+/*
+ * rag_cite: check the [n] markers of answer against the n_sources sources
+ * actually given.  out receives the answer with invalid markers removed
+ * (markers for n outside 1..n_sources, "[0]", "[]", "[1-3]" expanded to
+ * "[1][2][3]" when valid); the answer is split into sentences, each
+ * sentence's valid markers recorded, and a sentence without a valid marker
+ * is matched to the source that best supports it lexically (word overlap of
+ * content words, stop words ignored; support >= min_support, e.g. 0.5) or
+ * counted unsupported.  Very short sentences (under 4 content words, such as
+ * "Yes." or a heading) need no support.  Linear in the answer plus sources.
+ * Free c with rag_citations_free.
+ */
+int rag_cite(const char *answer, size_t len, const rag_source *sources, int n_sources,
+             double min_support, buf *out, rag_citations *c, doc_err *err);
+void rag_citations_free(rag_citations *c);
+
 #endif

@@ -18,6 +18,18 @@ static void test_buf_cap(void **state)
     assert_int_equal(buf_putc(&b, '!'), DOC_OK);
     assert_int_equal(b.len, 10);
     buf_free(&b);
+    /* a buffer that was never written still steals as an empty C string */
+    size_t n = 99;
+    buf_init(&b, 0);
+    char *e = buf_steal(&b, &n);
+    assert_non_null(e);
+    assert_int_equal(n, 0);
+    assert_string_equal(e, "");
+    free(e);
+    buf_init(&b, 0);
+    assert_int_equal(buf_reserve(&b, 100), DOC_OK);
+    assert_string_equal(b.data, "");
+    buf_free(&b);
 }
 
 static void test_arena(void **state)
