@@ -162,13 +162,6 @@ static int open_store(common *a, int with_model, int reindex)
         io.embedder_sha256 = sha;
         io.dim = llm_embed_dim(a->m);
     }
-    if (!with_model) { /* ls, rm, collections, check: nothing to read before an ingest */
-        char db[PATH_MAX];
-        if (path_join(db, sizeof db, a->cfg.data_dir, "docent.db") == 0 && !file_exists(db)) {
-            fprintf(stderr, "docent: no store in %s yet (docent ingest creates it)\n", a->cfg.data_dir);
-            return 1;
-        }
-    }
     if (idx_open(&io, &a->s, &e)) return cli_fail(NULL, &e);
     return 0;
 }

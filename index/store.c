@@ -798,16 +798,17 @@ int idx_open(const idx_opts *o, idx_store **out, doc_err *err)
              o->hnsw_factory && *o->hnsw_factory ? o->hnsw_factory : DEFAULT_HNSW_FACTORY);
     s->hnsw_ef_search = o->hnsw_ef_search > 0 ? o->hnsw_ef_search : DEFAULT_EF_SEARCH;
 
-    if (s->readonly) {
+    /* reading, or opening without an embedder (ls, rm, check): never create a store */
+    if (s->readonly || !o->embedder_name) {
         if (!file_exists(s->db_path)) {
             rc = store_fail(s, DOC_ENOTFOUND, "%s: no store here (nothing ingested yet)",
                             s->db_path);
             goto done;
         }
-    } else {
-        if ((rc = mkdir_p(s, s->dir)) != DOC_OK || (rc = mkdir_p(s, s->vec_dir)) != DOC_OK)
-            goto done;
     }
+    if (!s->readonly &&
+        ((rc = mkdir_p(s, s->dir)) != DOC_OK || (rc = mkdir_p(s, s->vec_dir)) != DOC_OK))
+        goto done;
     int flags = (s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                 SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(s->db_path, &s->db, flags, NULL) != SQLITE_OK) {

@@ -508,6 +508,13 @@ static int text_ok(const char *d, size_t n)
     return 0;
 }
 
+const ing_format *ing_format_find(const char *name)
+{
+    for (int i = 0; i < F_COUNT; i++)
+        if (!strcmp(formats[i].fmt.name, name)) return &formats[i].fmt;
+    return NULL;
+}
+
 const ing_format *ing_detect(const char *name, const char *content_type, const char *data,
                              size_t len, const char **why)
 {

@@ -383,11 +383,7 @@ static int process_doc(ing_ctx *c, const char *uri, const char *data, size_t len
         goto done;
     }
     if (format) {
-        static const char *const names[] = {"text", "markdown", "html", "pdf", "docx"};
-        static const char *const exts[] = {"x.txt", "x.md", "x.html", "x.pdf", "x.docx"};
-        for (int i = 0; i < 5 && !fmt; i++)
-            if (!strcmp(format, names[i])) fmt = ing_detect(exts[i], NULL, data, len, &why);
-        if (!fmt) why = "unknown format name";
+        if (!(fmt = ing_format_find(format))) why = "unknown format name";
     } else {
         fmt = ing_detect(uri, content_type, data, len, &why);
     }

@@ -91,6 +91,10 @@ typedef struct ing_format {
     ing_extract_fn extract;
 } ing_format;
 
+/* ing_format_find: the format named "text", "markdown", "html", "pdf" or
+ * "docx"; NULL for another name. */
+const ing_format *ing_format_find(const char *name);
+
 /* ing_detect: the format of a document from its content type (may be NULL;
  * parameters such as "; charset=" ignored), its name's extension and its first
  * bytes (magic: "%PDF-", a zip holding word/document.xml, "<!doctype html" /

@@ -83,6 +83,12 @@ static void test_files(void **state)
     assert_int_equal(len, 4);
     free(data);
     close(pfd[0]);
+    assert_int_equal(pipe(pfd), 0);
+    assert_int_equal(write(pfd[1], "abc\n", 4), 4);
+    close(pfd[1]);
+    snprintf(pp, sizeof pp, "/proc/self/fd/%d", pfd[0]);
+    assert_int_equal(file_read_all(pp, 3, &data, &len, &err), DOC_ELIMIT);
+    close(pfd[0]);
     file_map m;
     assert_int_equal(file_map_open(path, &m, &err), DOC_OK);
     assert_int_equal(m.size, 4);
