@@ -42,7 +42,12 @@ run "$T/ref2" ingest -q --json "$T/c2" > /dev/null && run "$T/ref2" ls --json > 
 
 verify() { # dir label
     local out
-    out=$(run "$1" check 2>&1) || { bad "$2: check: $out"; return; }
+    if ! out=$(run "$1" check 2>&1); then
+        # killed before the store was created (still loading the model):
+        # nothing stored is a consistent state
+        if [ ! -e "$1/docent.db" ] && [[ $out == *"no store here"* ]]; then return; fi
+        bad "$2: check: $out"; return
+    fi
     python3 - "$1" "$T/ref.ls" "$T/ref2.ls" <<'EOF' || bad "$2: a document is partly stored"
 import json, subprocess, sys, os
 d = json.loads(subprocess.run([os.environ["D"], "ls", "--json", "--data", sys.argv[1]],
@@ -83,7 +88,7 @@ for i in $(seq 1 "$RUNS"); do
     if [ -d "$T/c.bak" ]; then rm -rf "$T/c" && mv "$T/c.bak" "$T/c"; fi
     rm -rf "$dir"
     [ $killed -eq 1 ] || echo "run $i: the ingest had finished before the kill (delay $delay s)"
-    echo "run $i: $([ $((i % 2)) -eq 0 ] && echo re-ingest || echo ingest) killed after $delay s with ${at_kill:-?} documents stored: consistent, resumed"
+    echo "run $i: $([ $((i % 2)) -eq 0 ] && echo re-ingest || echo ingest) killed after $delay s with ${at_kill:-0 (no store yet)} documents stored: consistent, resumed"
 done
 echo "crash: $RUNS runs, $fails failures"
 [ $fails -eq 0 ]
