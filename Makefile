@@ -92,8 +92,11 @@ $(BUILD)/libdocent.a: $(LIB_OBJ) $(CUDA_OBJ) $(SHIM_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# docent chat's line editing (libedit) is the CLI's alone
+CLI_LIBS := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
+
 $(BUILD)/docent: $(CLI_OBJ) $(BUILD)/libdocent.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdocent.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdocent.a $(LDLIBS) $(CLI_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)

@@ -4,7 +4,14 @@
 #ifndef DOCENT_CLI_H
 #define DOCENT_CLI_H
 
+#include <getopt.h>
+
+#include "core/config.h"
 #include "core/core.h"
+#include "core/json.h"
+#include "index/index.h"
+#include "llm/llm.h"
+#include "prompts/prompts.h"
 
 #define EXIT_USAGE 2
 
@@ -12,6 +19,70 @@
 int cli_fail(const char *what, const doc_err *e);
 /* cli_usage_error: print a usage problem with a pointer to --help; returns 2. */
 int cli_usage_error(const char *cmd, const char *msg);
+
+/* ---- flags, config and opening, shared by the in-process commands (common.c) */
+
+typedef struct common {
+    const char *cmd;
+    const char *config_path;
+    const char *data;
+    const char *collection;
+    const char *overrides[32];
+    int n_over;
+    int json;
+    int quiet;
+    /* ingest */
+    const char *inc[64], *exc[64];
+    int n_inc, n_exc, watch, follow;
+    /* search, ask, eval */
+    int k, dense, bm25;
+    int no_stream, retrieve_only;
+    /* eval */
+    double min_recall, min_mrr, min_cite, min_expect, min_not_found;
+    const char *out;
+    doc_config cfg;
+    llm_model *m;              /* the embedder */
+    llm_model *gen;            /* the generator (ask, chat, eval) */
+    prompt_set *prompts;
+    idx_store *s;
+} common;
+
+enum { C_DATA = 2000, C_CONFIG, C_JSON, C_WATCH, C_INCLUDE, C_EXCLUDE, C_FOLLOW, C_QUIET, C_MODE,
+       C_NO_STREAM, C_RETRIEVE_ONLY, C_MIN_RECALL, C_MIN_MRR, C_MIN_CITE, C_MIN_EXPECT,
+       C_MIN_NOT_FOUND, C_OUT };
+
+#define COMMON_LONGOPTS                                                                   \
+    {"data", required_argument, 0, C_DATA}, {"config", required_argument, 0, C_CONFIG},  \
+        {"collection", required_argument, 0, 'c'}, {"json", no_argument, 0, C_JSON},     \
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}
+
+/* own_flag_fn: a command's own flags; same return convention as common_flag */
+typedef int (*own_flag_fn)(common *a, int c);
+
+/* set by SIGINT/SIGTERM once cli_catch_signals ran: long work stops cleanly
+ * (the program's only mutable global: a signal handler needs one) */
+extern volatile int cli_stop;
+void cli_catch_signals(void);
+/* cli_parse_flags: getopt over the common flags (--data --config -c --json -q
+ * -o --help) and the command's own (own may be NULL); -1 when the command
+ * should go on (optind at its first operand), else the exit code (0 after
+ * --help). */
+int cli_parse_flags(common *a, int argc, char **argv, const char *shortopts,
+                    const struct option *lo, const char *help, own_flag_fn own);
+/* cli_print_json: one compact line on stdout; takes the reference to o */
+void cli_print_json(json_t *o);
+/* cli_load_config: docent.conf (--config, $DOCENT_CONFIG, ...), then -o and --data */
+int cli_load_config(common *a);
+/* cli_open_store: the data directory's store; with_model: the embedder too (the
+ * store checks its identity); reindex: accept a different embedder */
+int cli_open_store(common *a, int with_model, int reindex);
+/* cli_open_answerer: the generator and the prompt templates (after cli_open_store) */
+int cli_open_answerer(common *a);
+void cli_close_all(common *a);
+/* cli_redact_hits: replace each hit's text by its redacted copy ([safety] redact) */
+int cli_redact_hits(idx_hit *hits, int n, unsigned cats);
+/* cli_resolve_collection: a->collection's id, or 1 after saying it does not exist */
+int cli_resolve_collection(common *a, int64_t *id);
 
 /* store commands (store_cmds.c): in-process until the daemon serves them */
 int cmd_ingest(int argc, char **argv);
@@ -21,5 +92,10 @@ int cmd_rm(int argc, char **argv);
 int cmd_collections(int argc, char **argv);
 int cmd_reindex(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+
+/* answer commands (answer_cmds.c): ask, chat, eval */
+int cmd_ask(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -3,8 +3,8 @@
  *
  * Engine commands (in-process, no daemon): tokenize, embed, generate.  Store
  * commands (store_cmds.c, in-process until the daemon serves them): ingest,
- * search, ls, rm, collections, reindex, check.  ask, chat, status and eval come with
- * the answer path and the daemon.
+ * search, ls, rm, collections, reindex, check.  Answer commands
+ * (answer_cmds.c, in-process too): ask, chat, eval.  status comes with the daemon.
  * Commands are a table; each parses its own flags with getopt_long.
  * Exit status: 0 ok, 1 runtime error (message on stderr), 2 usage error.
  */
@@ -360,6 +360,9 @@ static const struct {
     {"tokenize", cmd_tokenize, "token ids of a text"},
     {"embed", cmd_embed, "embedding vectors of texts (encoder models)"},
     {"generate", cmd_generate, "generate text (decoder models)"},
+    {"ask", cmd_ask, "answer a question from the documents, with cited sources"},
+    {"chat", cmd_chat, "a conversation over the documents (line editing, history)"},
+    {"eval", cmd_eval, "measure retrieval and answers against a question file"},
     {"ingest", cmd_ingest, "add files, folders and URLs to a collection"},
     {"search", cmd_search, "ranked passages for a query (dense + BM25)"},
     {"ls", cmd_ls, "list stored documents"},

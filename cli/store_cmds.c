@@ -26,152 +26,6 @@
 #include "llm/llm.h"
 #include "rag/rag.h"
 
-/* set by SIGINT/SIGTERM: work stops between documents and what is done is kept
- * (the only mutable global of the program: a signal handler needs one) */
-static volatile int g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
-static void catch_signals(void)
-{
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-/* ---- common flags and opening ------------------------------------------- */
-
-typedef struct common {
-    const char *cmd;
-    const char *config_path;
-    const char *data;
-    const char *collection;
-    const char *overrides[32];
-    int n_over;
-    int json;
-    int quiet;
-    /* ingest */
-    const char *inc[64], *exc[64];
-    int n_inc, n_exc, watch, follow;
-    /* search */
-    int k, dense, bm25;
-    doc_config cfg;
-    llm_model *m;
-    idx_store *s;
-} common;
-
-enum { C_DATA = 2000, C_CONFIG, C_JSON, C_WATCH, C_INCLUDE, C_EXCLUDE, C_FOLLOW, C_QUIET, C_MODE };
-
-#define COMMON_LONGOPTS                                                                   \
-    {"data", required_argument, 0, C_DATA}, {"config", required_argument, 0, C_CONFIG},  \
-        {"collection", required_argument, 0, 'c'}, {"json", no_argument, 0, C_JSON},     \
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}
-
-/* common_flag: 0 when c was one of the common flags, -1 when not, else an exit code */
-static int common_flag(common *a, int c)
-{
-    switch (c) {
-    case C_DATA: a->data = optarg; return 0;
-    case C_CONFIG: a->config_path = optarg; return 0;
-    case 'c': a->collection = optarg; return 0;
-    case C_JSON: a->json = 1; return 0;
-    case 'q': a->quiet = 1; return 0;
-    case 'o':
-        if (a->n_over == 32) return cli_usage_error(a->cmd, "at most 32 -o options");
-        a->overrides[a->n_over++] = optarg;
-        return 0;
-    }
-    return -1;
-}
-
-/* own_flag_fn: a command's own flags; same return convention as common_flag */
-typedef int (*own_flag_fn)(common *a, int c);
-
-/* parse_flags: run getopt over the common flags and the command's own; -1 when
- * the command should go on (optind at its first operand), else the exit code
- * (0 after --help). */
-static int parse_flags(common *a, int argc, char **argv, const char *shortopts,
-                       const struct option *lo, const char *help, own_flag_fn own)
-{
-    int c, r;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, shortopts, lo, NULL)) != -1) {
-        if ((r = common_flag(a, c)) >= 0 || (own && (r = own(a, c)) >= 0)) {
-            if (r > 0) return r;
-            continue;
-        }
-        if (c == 'h') return fputs(help, stdout), 0;
-        return cli_usage_error(a->cmd, "unknown option");
-    }
-    return -1;
-}
-
-/* print_json: one compact line on stdout; takes the reference to o */
-static void print_json(json_t *o)
-{
-    char *txt = json_dumps(o, JSON_COMPACT);
-    if (txt) puts(txt);
-    free(txt);
-    json_decref(o);
-}
-
-static int load_config(common *a)
-{
-    doc_err e = {0};
-    if (config_load(a->config_path, &a->cfg, &e)) return cli_fail("config", &e);
-    for (int i = 0; i < a->n_over; i++)
-        if (config_set(&a->cfg, a->overrides[i], &e)) return cli_fail("-o", &e);
-    if (a->data) {
-        char abs[512];
-        int n;
-        if (a->data[0] != '/' && getcwd(abs, sizeof abs))
-            n = snprintf(a->cfg.data_dir, sizeof a->cfg.data_dir, "%s/%s", abs, a->data);
-        else
-            n = snprintf(a->cfg.data_dir, sizeof a->cfg.data_dir, "%s", a->data);
-        if (n < 0 || (size_t)n >= sizeof a->cfg.data_dir)
-            return cli_usage_error(a->cmd, "--data: path too long");
-    }
-    return 0;
-}
-
-/* open the store; with_model: also the embedder, whose identity the store checks */
-static int open_store(common *a, int with_model, int reindex)
-{
-    doc_err e = {0};
-    char name[256], sha[65];
-    idx_opts io = {.data_dir = a->cfg.data_dir,
-                   .hnsw_threshold = a->cfg.hnsw_threshold,
-                   .hnsw_factory = a->cfg.hnsw_factory,
-                   .hnsw_ef_search = a->cfg.hnsw_ef_search,
-                   .allow_embedder_change = reindex};
-    if (with_model) {
-        llm_opts lo = {.n_threads = a->cfg.threads, .backend = a->cfg.backend,
-                       .batch = a->cfg.embed_batch};
-        if (llm_model_open(a->cfg.embedder, &lo, &a->m, &e)) return cli_fail("embedder", &e);
-        if (llm_model_kind(a->m) != LLM_ENCODER) {
-            fprintf(stderr, "docent: embedder %s is not an encoder model\n", a->cfg.embedder);
-            return 1;
-        }
-        if (ing_embedder_identity(a->cfg.embedder, name, sha, &e)) return cli_fail("embedder", &e);
-        io.embedder_name = name;
-        io.embedder_sha256 = sha;
-        io.dim = llm_embed_dim(a->m);
-    }
-    if (idx_open(&io, &a->s, &e)) return cli_fail(NULL, &e);
-    return 0;
-}
-
-static void close_all(common *a)
-{
-    idx_close(&a->s);
-    llm_model_close(&a->m);
-}
-
 /* ---- ingest ------------------------------------------------------------- */
 
 static const char ingest_help[] =
@@ -296,7 +150,7 @@ static void print_summary(ingest_ui *u, const char *coll, const ing_summary *s, 
             json_array_append_new(pr, p);
         }
         json_object_set_new(o, "problems", pr);
-        print_json(o);
+        cli_print_json(o);
         return;
     }
     printf("%s '%s' in %.1f s: %d added, %d updated, %d unchanged, %d removed, %d skipped, %d failed; "
@@ -350,14 +204,14 @@ int cmd_ingest(int argc, char **argv)
                                        {"exclude", required_argument, 0, C_EXCLUDE},
                                        {"follow-symlinks", no_argument, 0, C_FOLLOW},
                                        {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "c:o:qh", lo, ingest_help, ingest_flag)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:o:qh", lo, ingest_help, ingest_flag)) >= 0) return rc;
     rc = 0;
     if (optind >= argc) return cli_usage_error("ingest", "nothing to ingest (give PATHs or URLs)");
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 1, 0))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 1, 0))) goto done;
     u.tty = isatty(2);
     struct winsize ws;
     u.width = (u.tty && ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) ? ws.ws_col : 100;
-    catch_signals();
+    cli_catch_signals();
     ing_opts io = {.collection = a.collection,
                    .chunk_tokens = a.cfg.chunk_tokens,
                    .overlap_tokens = a.cfg.overlap_tokens ? a.cfg.overlap_tokens : -1,
@@ -370,7 +224,7 @@ int cmd_ingest(int argc, char **argv)
                    .commit_seconds = a.cfg.commit_seconds,
                    .include = a.inc, .n_include = a.n_inc, .exclude = a.exc, .n_exclude = a.n_exc,
                    .follow_symlinks = a.follow,
-                   .cancel = &g_stop,
+                   .cancel = &cli_stop,
                    .progress = on_progress, .note = on_note, .cb_ctx = &u};
     if (ing_new(a.s, a.m, &io, &ic, &e)) {
         rc = cli_fail(NULL, &e);
@@ -408,7 +262,7 @@ done:
     ing_free(&ic);
     for (int i = 0; i < u.n_probs; i++) free(u.probs[i].kind), free(u.probs[i].uri), free(u.probs[i].why);
     free(u.probs);
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }
 
@@ -424,41 +278,6 @@ static const char search_help[] =
     "  --mode hybrid|dense|bm25  both legs fused (default), or one leg alone\n"
     "  --json                  {\"results\": [{uri, title, heading, page, lines, score, text}...]}\n"
     "  --data DIR, --config FILE, -o SECTION.KEY=VALUE\n";
-
-/* redact_hits: passages shown to a user go through the PII/secret filter
- * ([safety] redact); each hit's text is replaced by its redacted copy */
-static int redact_hits(idx_hit *hits, int n, unsigned cats)
-{
-    for (int i = 0; i < n && cats; i++) {
-        buf out;
-        buf_init(&out, 0);
-        int nr = 0;
-        if (rag_redact(hits[i].text, strlen(hits[i].text), cats, &out, NULL, 0, &nr)) {
-            buf_free(&out);
-            return -1;
-        }
-        if (!nr) {
-            buf_free(&out);
-            continue;
-        }
-        char *t = buf_steal(&out, NULL);
-        if (!t) return -1;
-        free(hits[i].text);
-        hits[i].text = t;
-    }
-    return 0;
-}
-
-static int resolve_collection(common *a, int64_t *id)
-{
-    idx_collection col;
-    if (idx_collection_find(a->s, a->collection, &col)) {
-        fprintf(stderr, "docent: no collection named '%s' (see docent collections)\n", a->collection);
-        return 1;
-    }
-    *id = col.id;
-    return 0;
-}
 
 static int search_flag(common *a, int c)
 {
@@ -489,18 +308,18 @@ int cmd_search(int argc, char **argv)
     doc_err e = {0};
     static const struct option lo[] = {COMMON_LONGOPTS, {"mode", required_argument, 0, C_MODE},
                                        {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "c:k:o:qh", lo, search_help, search_flag)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:k:o:qh", lo, search_help, search_flag)) >= 0) return rc;
     rc = 0;
     if (optind != argc - 1) return cli_usage_error("search", "give one QUERY (quote it)");
     const char *query = argv[optind];
     if (!*query) return cli_usage_error("search", "the query is empty");
-    if ((rc = load_config(&a))) goto done;
+    if ((rc = cli_load_config(&a))) goto done;
     if (rag_redact_parse(a.cfg.redact, &cats, &e)) {
         rc = cli_fail("config: [safety] redact", &e);
         goto done;
     }
-    if ((rc = open_store(&a, 1, 0))) goto done;
-    if (a.collection && (rc = resolve_collection(&a, &coll))) goto done;
+    if ((rc = cli_open_store(&a, 1, 0))) goto done;
+    if (a.collection && (rc = cli_resolve_collection(&a, &coll))) goto done;
     if (!(q = malloc((size_t)llm_embed_dim(a.m) * sizeof *q))) {
         rc = cli_fail(NULL, &(doc_err){DOC_ENOMEM, "out of memory"});
         goto done;
@@ -517,7 +336,7 @@ int cmd_search(int argc, char **argv)
         rc = 1;
         goto done;
     }
-    if (redact_hits(hits, n, cats)) {
+    if (cli_redact_hits(hits, n, cats)) {
         rc = cli_fail("search", &(doc_err){DOC_ENOMEM, "out of memory redacting passages"});
         goto done;
     }
@@ -546,7 +365,7 @@ int cmd_search(int argc, char **argv)
             json_array_append_new(res, r);
         }
         json_object_set_new(o, "results", res);
-        print_json(o);
+        cli_print_json(o);
     } else {
         if (!n) printf("no passages found\n");
         for (int i = 0; i < n; i++) {
@@ -569,7 +388,7 @@ int cmd_search(int argc, char **argv)
 done:
     idx_hits_free(&hits, n);
     free(q);
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }
 
@@ -586,11 +405,11 @@ int cmd_ls(int argc, char **argv)
     int64_t coll = 0;
     idx_doc *docs = NULL;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "c:o:qh", lo, ls_help, NULL)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:o:qh", lo, ls_help, NULL)) >= 0) return rc;
     rc = 0;
     if (optind != argc) return cli_usage_error("ls", "no arguments expected");
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
-    if (a.collection && (rc = resolve_collection(&a, &coll))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 0, 0))) goto done;
+    if (a.collection && (rc = cli_resolve_collection(&a, &coll))) goto done;
     if (idx_doc_list(a.s, coll, &docs, &n)) {
         fprintf(stderr, "docent: ls: %s\n", idx_errmsg(a.s));
         rc = 1;
@@ -612,7 +431,7 @@ int cmd_ls(int argc, char **argv)
             json_array_append_new(arr, d);
         }
         json_t *o = json_pack("{s:o}", "documents", arr);
-        print_json(o);
+        cli_print_json(o);
     } else {
         for (int i = 0; i < n; i++)
             printf("%6lld  %-12s %5lld chunks  %s%s%s%s\n", (long long)docs[i].id, docs[i].collection,
@@ -622,7 +441,7 @@ int cmd_ls(int argc, char **argv)
     }
 done:
     idx_doc_list_free(&docs, n);
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }
 
@@ -638,11 +457,11 @@ int cmd_rm(int argc, char **argv)
     int64_t coll = 0;
     idx_doc *docs = NULL;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "c:o:qh", lo, rm_help, NULL)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:o:qh", lo, rm_help, NULL)) >= 0) return rc;
     rc = 0;
     if (optind >= argc) return cli_usage_error("rm", "give document ids or paths");
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
-    if (a.collection && (rc = resolve_collection(&a, &coll))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 0, 0))) goto done;
+    if (a.collection && (rc = cli_resolve_collection(&a, &coll))) goto done;
     if (idx_doc_list(a.s, coll, &docs, &n) || idx_begin(a.s)) {
         fprintf(stderr, "docent: rm: %s\n", idx_errmsg(a.s));
         rc = 1;
@@ -685,7 +504,7 @@ int cmd_rm(int argc, char **argv)
     }
 done:
     idx_doc_list_free(&docs, n);
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }
 
@@ -699,9 +518,9 @@ int cmd_collections(int argc, char **argv)
     int rc = 0, n = 0;
     idx_collection *cols = NULL;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "o:qh", lo, collections_help, NULL)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "o:qh", lo, collections_help, NULL)) >= 0) return rc;
     rc = 0;
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 0, 0))) goto done;
     if (idx_collection_list(a.s, &cols, &n)) {
         fprintf(stderr, "docent: collections: %s\n", idx_errmsg(a.s));
         rc = 1;
@@ -714,7 +533,7 @@ int cmd_collections(int argc, char **argv)
                                                  (json_int_t)cols[i].n_docs, "chunks",
                                                  (json_int_t)cols[i].n_chunks, "readers", cols[i].readers));
         json_t *o = json_pack("{s:o}", "collections", arr);
-        print_json(o);
+        cli_print_json(o);
     } else {
         for (int i = 0; i < n; i++)
             printf("%-20s %6lld documents %8lld chunks  readers: %s\n", cols[i].name,
@@ -723,7 +542,7 @@ int cmd_collections(int argc, char **argv)
     }
 done:
     free(cols);
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }
 
@@ -750,12 +569,12 @@ int cmd_reindex(int argc, char **argv)
     doc_err e = {0};
     idx_stats st;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "o:qh", lo, reindex_help, NULL)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "o:qh", lo, reindex_help, NULL)) >= 0) return rc;
     rc = 0;
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 1, 1))) goto done;
-    catch_signals();
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 1, 1))) goto done;
+    cli_catch_signals();
     double t0 = time_now();
-    if (ing_reindex(a.s, a.m, a.cfg.embed_batch, on_reindex_progress, &a, &g_stop, &e)) {
+    if (ing_reindex(a.s, a.m, a.cfg.embed_batch, on_reindex_progress, &a, &cli_stop, &e)) {
         if (!a.quiet) fputc('\n', stderr);
         rc = cli_fail("reindex", &e);
         goto done;
@@ -765,7 +584,7 @@ int cmd_reindex(int argc, char **argv)
     printf("reindexed %lld chunks of %lld documents in %.1f s with %s\n", (long long)st.n_chunks,
            (long long)st.n_docs, time_now() - t0, st.embedder);
 done:
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }
 
@@ -782,9 +601,9 @@ int cmd_check(int argc, char **argv)
     int rc = 0;
     idx_stats st;
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
-    if ((rc = parse_flags(&a, argc, argv, "o:qh", lo, check_help, NULL)) >= 0) return rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "o:qh", lo, check_help, NULL)) >= 0) return rc;
     rc = 0;
-    if ((rc = load_config(&a)) || (rc = open_store(&a, 0, 0))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 0, 0))) goto done;
     if (idx_check(a.s)) {
         fprintf(stderr, "docent: check: %s\n", idx_errmsg(a.s));
         rc = 1;
@@ -795,6 +614,6 @@ int cmd_check(int argc, char **argv)
            (long long)st.n_collections, (long long)st.n_docs, (long long)st.n_chunks,
            st.schema_version, st.embedder);
 done:
-    close_all(&a);
+    cli_close_all(&a);
     return rc;
 }

@@ -53,8 +53,18 @@ static const opt opts[] = {
     O("search", "n_dense", T_INT, n_dense, 1, 100000, "50"),
     O("search", "n_bm25", T_INT, n_bm25, 1, 100000, "50"),
     O("search", "rrf_k", T_INT, rrf_k, 1, 100000, "60"),
+    O("answer", "prompts", T_PATH, prompts_dir, 0, 0, "prompts"),
+    O("answer", "min_similarity", T_DOUBLE, min_similarity, -1, 1, "0.38"),
+    O("answer", "prompt_tokens", T_INT, prompt_tokens, 256, 1 << 20, "1024"),
+    O("answer", "answer_tokens", T_INT, answer_tokens, 16, 1 << 16, "256"),
+    O("answer", "temperature", T_DOUBLE, temperature, 0, 5, "0"),
+    O("answer", "repeat_penalty", T_DOUBLE, repeat_penalty, 1, 5, "1.1"),
+    O("answer", "seed", T_LONG, seed, 0, 9.0e15, "42"),
+    O("answer", "min_support", T_DOUBLE, min_support, 0, 1, "0.5"),
+    O("answer", "min_match_similarity", T_DOUBLE, min_match_similarity, -1, 1, "0.6"),
     O("safety", "redact", T_STR, redact, 0, 0, "all"),
     O("safety", "refuse", T_STR, refuse, 0, 0, "all"),
+    O("safety", "injections", T_STR, injections, 0, 0, "mask"),
 };
 
 /* the directory relative paths are resolved against ("" for defaults: cwd) */

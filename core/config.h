@@ -43,9 +43,20 @@ typedef struct doc_config {
     int k;
     int n_dense, n_bm25;
     int rrf_k;
+    /* [answer] */
+    char prompts_dir[1024];     /* the prompt templates */
+    double min_similarity;      /* not found when the best passage's cosine is under this */
+    int prompt_tokens;          /* cap on the rendered prompt (sources included) */
+    int answer_tokens;          /* cap on generated tokens (reserved in the context) */
+    double temperature;         /* 0: greedy */
+    double repeat_penalty;
+    long seed;
+    double min_support;         /* lexical support that matches an uncited sentence */
+    double min_match_similarity;/* or embedding similarity */
     /* [safety] */
     char redact[256];           /* redaction categories ("all", "email,card", "" for none) */
     char refuse[256];           /* unsafe-request categories refused ("all", ...) */
+    char injections[16];        /* passages with instruction-like text: mask | flag */
 } doc_config;
 
 /* config_defaults: fill c with the built-in defaults. */

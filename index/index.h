@@ -121,6 +121,12 @@ int idx_doc_get(idx_store *s, int64_t doc_id, idx_doc *out);
  * chunks).  Returns 1 and fills vec (dim floats) when found, 0 when not. */
 int idx_chunk_vec_lookup(idx_store *s, int64_t id, const char *text, float *vec);
 
+/* idx_passage_vecs: the stored embeddings of a passage (idx_hit chunk_id ..
+ * chunk_last: the chunks of one document between their ordinals), at most max
+ * of them into vecs (max * dim floats).  Returns how many, or a negative
+ * DOC_E* (idx_errmsg says why). */
+int idx_passage_vecs(idx_store *s, int64_t first, int64_t last, float *vecs, int max);
+
 /* idx_begin / idx_commit / idx_rollback: a write transaction.  idx_commit writes
  * a new generation of every FAISS index touched, records the generations and
  * commits; old files are unlinked after the commit. */

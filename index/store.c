@@ -1575,6 +1575,30 @@ int idx_chunk_vec_lookup(idx_store *s, int64_t id, const char *text, float *vec)
     return found;
 }
 
+int idx_passage_vecs(idx_store *s, int64_t first, int64_t last, float *vecs, int max)
+{
+    if (!vecs || max <= 0) return 0;
+    sqlite3_stmt *st = store_q(s, Q_PASSAGE_VECS,
+                               "SELECT c.embedding FROM chunks a, chunks b, chunks c"
+                               " WHERE a.id = ?1 AND b.id = ?2 AND b.doc_id = a.doc_id"
+                               " AND c.doc_id = a.doc_id AND c.ordinal BETWEEN a.ordinal AND b.ordinal"
+                               " ORDER BY c.ordinal LIMIT ?3");
+    if (!st) return s->err.rc ? s->err.rc : DOC_EIO;
+    sqlite3_bind_int64(st, 1, first);
+    sqlite3_bind_int64(st, 2, last);
+    sqlite3_bind_int(st, 3, max);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const uint16_t *h = sqlite3_column_blob(st, 0);
+        if (!h || sqlite3_column_bytes(st, 0) != 2 * s->dim) continue;
+        for (int j = 0; j < s->dim; j++) vecs[(size_t)n * s->dim + j] = f16_to_f32(h[j]);
+        n++;
+    }
+    if (rc != SQLITE_DONE) n = store_sqlerr(s, "passage vectors");
+    sqlite3_reset(st);
+    return n;
+}
+
 typedef struct each_row {
     int64_t id, doc_id;
     char *title, *heading, *text;

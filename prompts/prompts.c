@@ -16,7 +16,7 @@
 
 /* ---- the template table ------------------------------------------------- */
 
-enum { MAX_PH = 8, NTEMPLATES = 5, NAME_MAX_LEN = 32 };
+enum { MAX_PH = 8, NTEMPLATES = 6, NAME_MAX_LEN = 32 };
 
 typedef struct tmpl_spec {
     const char *name, *file;
@@ -33,6 +33,8 @@ static const tmpl_spec specs[NTEMPLATES] = {
     {"user", "user.txt", {"sources", "question", NULL}, 1u << 0 | 1u << 1, 1u << 0},
     {"not_found", "not_found.txt", {"question", "closest", NULL}, 1u << 0, 0},
     {"refusal", "refusal.txt", {"category", "question", NULL}, 0, 0},
+    /* history holds earlier turns; the question is the follow-up to rewrite */
+    {"rewrite", "rewrite.txt", {"history", "question", NULL}, 1u << 0 | 1u << 1, 0},
 };
 
 typedef struct part {

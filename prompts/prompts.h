@@ -10,6 +10,7 @@
  *   user       user.txt        sources, question                     (both required)
  *   not_found  not_found.txt   question, closest                     (question required)
  *   refusal    refusal.txt     category, question                    (none required)
+ *   rewrite    rewrite.txt     history, question                     (both required)
  *
  * Syntax: {{name}} inserts a value (name: a-z, 0-9, _; on one line).  {{{{
  * writes a literal "{{"; any other text, "}}" included, is literal.  Each
@@ -62,7 +63,7 @@ typedef struct prompt_var {
 } prompt_var;
 
 /*
- * prompt_set_load: read and validate the five templates from dir.
+ * prompt_set_load: read and validate the six templates from dir.
  * Returns 0 and a new set in *out (free with prompt_set_free), or
  * DOC_ENOTFOUND (a file is missing), DOC_ELIMIT (a file over
  * PROMPT_FILE_MAX), DOC_EFORMAT (bad UTF-8, NUL byte, unknown or malformed
@@ -76,7 +77,7 @@ void prompt_set_free(prompt_set **p);
 
 /*
  * prompt_render: append template_name ("system", "source", "user",
- * "not_found", "refusal") rendered with vars[0..n) to out.  The first var of
+ * "not_found", "refusal", "rewrite") rendered with vars[0..n) to out.  The first var of
  * a name is used; vars the template does not use are ignored; an optional
  * placeholder without a var renders as "".  Values are neutralised as the
  * file comment says.  Returns 0, or DOC_ENOTFOUND (unknown template name),

@@ -436,6 +436,7 @@ int rag_cite(const char *answer, size_t len, const rag_source *sources, int n_so
                 c->used |= 1u << best;
                 anchored = 1;
             } else {
+                r->unsupported = 1;
                 c->n_unsupported++;
             }
         }
@@ -454,6 +455,53 @@ done:
         else if (rc == DOC_ENOMEM) doc_errf(err, rc, "cite: out of memory");
     }
     return rc;
+}
+
+int rag_snippet(const char *source, size_t n, const char *claim, size_t claim_len,
+                size_t max_len, size_t *off, size_t *len)
+{
+    *off = *len = 0;
+    if (!source || !n) return DOC_OK;
+    word_set ws = {0};
+    if (set_build(&ws, claim ? claim : "", claim ? claim_len : 0)) return DOC_ENOMEM;
+    /* cut the source at ". ", "! ", "? " and newlines; score each piece by the
+     * claim's content words it holds */
+    size_t best_a = 0, best_e = 0, a = 0;
+    int best = -1;
+    for (size_t i = 0; i <= n; i++) {
+        int end = i == n || source[i] == '\n' ||
+                  ((source[i] == '.' || source[i] == '!' || source[i] == '?') && i + 1 < n &&
+                   (source[i + 1] == ' ' || source[i + 1] == '\n'));
+        if (!end) continue;
+        size_t e = i < n && source[i] != '\n' ? i + 1 : i;
+        size_t pos = a;
+        int hits = 0;
+        for (uint64_t h; (h = next_word(source, e, &pos));) hits += set_has(&ws, h);
+        while (a < e && (source[a] == ' ' || source[a] == '\t')) a++;
+        if (e > a && hits > best) {
+            best = hits;
+            best_a = a;
+            best_e = e;
+        }
+        a = i + 1;
+    }
+    free(ws.slot);
+    if (best < 0) return DOC_OK;
+    /* grow a short best piece with what follows it, then cap at a word boundary */
+    size_t e = best_e;
+    if (e - best_a < max_len / 2 && e < n) {
+        e = best_a + max_len / 2 < n ? best_a + max_len / 2 : n;
+        while (e < n && e > best_e && source[e] != ' ' && source[e] != '\n') e--;
+    }
+    if (e - best_a > max_len) {
+        e = best_a + max_len;
+        while (e > best_a + max_len / 2 && source[e] != ' ') e--;
+    }
+    while (e < n && e > best_a && ((unsigned char)source[e] & 0xC0) == 0x80) e--; /* whole chars */
+    while (e > best_a && (source[e - 1] == ' ' || source[e - 1] == '\n')) e--;
+    *off = best_a;
+    *len = e - best_a;
+    return DOC_OK;
 }
 
 void rag_citations_free(rag_citations *c)

@@ -1,17 +1,18 @@
 /*
  * rag.h - docent's query path, public API.
  *
- * So far: the safety filters of shared/DESIGN.md §6 (issue 4), which the
- * answer path, the daemon and the logs all use:
+ * The answer path of shared/DESIGN.md §6 (rag_answer_question) and its
+ * parts, which the daemon and the logs also use on their own:
  *   - redaction of PII and secrets in text (answers, snippets, log lines);
  *   - the request guard: unsafe-request categories (refused before retrieval)
  *     and prompt-injection patterns in retrieved passages (flagged);
  *   - stripping of Markdown images and links to remote hosts from answers.
- * Retrieval, budgeting, prompts, generation and citations come next.
+ *   - the citation checker and snippet finder;
+ *   - the query path itself: retrieve, budget, prompt, generate, cite, filter.
  *
- * Everything here is table-driven (one row per recogniser or category) and
- * runs in time linear in the input: no backtracking regular expressions.
- * The functions are pure (no global state) and thread-safe.
+ * The filters are table-driven (one row per recogniser or category) and run
+ * in time linear in the input: no backtracking regular expressions.  Every
+ * function is free of global state and thread-safe.
  */
 #ifndef DOCENT_RAG_H
 #define DOCENT_RAG_H
@@ -20,6 +21,9 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "index/index.h"
+#include "llm/llm.h"
+#include "prompts/prompts.h"
 
 /* ---- redaction (rag/redact.c) ------------------------------------------- */
 
@@ -114,6 +118,7 @@ typedef struct rag_sentence {
     unsigned cited;            /* bit n-1 set for each valid [n] the sentence carries (n <= 32) */
     int matched;               /* uncited sentence: best supporting source (1-based), 0 if none */
     double support;            /* lexical support of the sentence by its best source, 0..1 */
+    int unsupported;           /* 1: counted in n_unsupported (no marker, no match) */
 } rag_sentence;
 
 typedef struct rag_citations {
@@ -140,5 +145,150 @@ typedef struct rag_citations {
 int rag_cite(const char *answer, size_t len, const rag_source *sources, int n_sources,
              double min_support, buf *out, rag_citations *c, doc_err *err);
 void rag_citations_free(rag_citations *c);
+
+/* rag_snippet: the part of source[0..n) that best supports claim: the
+ * sentence (or line) holding most of the claim's content words, grown to
+ * about max_len / 2 bytes with what follows when short, cut at a word boundary
+ * to at most max_len.  *off, *len: the span in source (0, 0 for an empty
+ * source).  DOC_ENOMEM only. */
+int rag_snippet(const char *source, size_t n, const char *claim, size_t claim_len,
+                size_t max_len, size_t *off, size_t *len);
+
+/* ---- the answer path (rag/answer.c) --------------------------------------- */
+
+/*
+ * One question, end to end (shared/DESIGN.md §6): guard -> embed -> hybrid
+ * retrieval restricted to the caller's collections -> not-found check ->
+ * passages fitted into the prompt's token budget (what does not fit is
+ * reported) -> prompt from the templates, in the generator's chat template ->
+ * streamed generation -> citations checked and mapped -> output filters.
+ *
+ * Everything is in native types so the daemon serves it unchanged; the
+ * models, store and prompts are borrowed.  One rag_answer_question call uses
+ * the generator and the embedder exclusively (llm models are single-threaded);
+ * callers serialise or give each worker its own models.
+ */
+
+typedef struct rag_opts {
+    /* retrieval */
+    int k;                      /* passages retrieved; 0: 5 */
+    int n_dense, n_bm25, rrf_k; /* candidate counts and RRF constant; 0: the store's defaults */
+    double min_similarity;      /* not found when no passage's cosine similarity to the
+                                   question reaches this (0.38) */
+    /* the prompt */
+    int prompt_tokens;          /* cap on the rendered prompt in generator tokens (1024);
+                                   also capped at the context minus answer_tokens */
+    /* generation */
+    int answer_tokens;          /* cap on generated tokens (256) */
+    float temperature;          /* 0: greedy */
+    float repeat_penalty;       /* 1.1 */
+    uint64_t seed;
+    /* citations */
+    double min_support;         /* lexical support that matches an uncited sentence (0.5) */
+    double min_match_similarity;/* or cosine between its embedding and the source's (0.6) */
+    /* safety */
+    unsigned redact;            /* RAG_PII_* / RAG_SECRET_* bits (RAG_REDACT_ALL) */
+    unsigned refuse;            /* RAG_UNSAFE_* bits (RAG_UNSAFE_ALL) */
+    int mask_injections;        /* 1: instruction-like sentences of a passage are withheld
+                                   from the model (replaced by a notice); 0: only flagged */
+} rag_opts;
+
+/* rag_opts_default: the values in parentheses above. */
+void rag_opts_default(rag_opts *o);
+
+typedef struct rag_env {
+    idx_store *store;
+    llm_model *embedder;        /* the store's embedder (queries, sentence matching) */
+    llm_model *generator;       /* a decoder; NULL: retrieval only (rag_request.retrieve_only) */
+    const prompt_set *prompts;
+    rag_opts opts;
+} rag_env;
+
+/* One earlier turn of a conversation. */
+typedef struct rag_turn {
+    const char *question;
+    const char *answer;
+} rag_turn;
+
+typedef struct rag_request {
+    const char *question;
+    const int64_t *collections; /* collections the caller may read; NULL: all */
+    int n_collections;
+    int k;                      /* 0: opts.k */
+    const rag_turn *history;    /* earlier turns, oldest first: the question is rewritten into
+                                   a standalone one before retrieval */
+    int n_history;
+    /* the answer as it is generated, already filtered (markers checked, remote
+     * links stripped, PII redacted): the concatenation of every call is a
+     * prefix of rag_answer.text unless rag_answer.stream_revised is set.
+     * Return non-zero to cancel.  May be NULL. */
+    llm_text_cb on_text;
+    void *ud;
+    const volatile int *cancel; /* non-zero: stop promptly (DOC_ECANCELLED); may be NULL */
+    int retrieve_only;          /* 1: stop after retrieval (evaluation of the retriever) */
+} rag_request;
+
+/* One retrieved passage. */
+typedef struct rag_passage {
+    int n;                      /* its number in the prompt ([n]); 0: not given to the model */
+    int dropped;                /* 1: retrieved but did not fit the token budget */
+    int cited;                  /* 1: the answer cites it (or a sentence was matched to it) */
+    int64_t doc_id, chunk_id, chunk_last;
+    char *uri, *title, *heading, *collection;
+    int page, line_start, line_end;
+    double score;               /* fused retrieval score */
+    double dense_score;         /* cosine similarity to the question, NAN if not a dense hit */
+    double bm25_score;
+    int n_tokens;               /* its rendered source block in generator tokens */
+    unsigned injection;         /* RAG_INJ_* bits found in it (0: clean) */
+    int n_masked;               /* sentences withheld from the model (mask_injections) */
+    char *text;                 /* the text as given to the model */
+    char *snippet;              /* cited: the part supporting the answer (redacted), else NULL */
+} rag_passage;
+
+enum { RAG_FOUND = 0, RAG_NOT_FOUND_WEAK = 1, RAG_NOT_FOUND_MODEL = 2 };
+
+typedef struct rag_timings {    /* seconds */
+    double guard, rewrite, embed, retrieve, prompt, prefill, decode, cite, filter;
+    double first_text;          /* from the call to the first on_text (or the answer) */
+    double total;
+} rag_timings;
+
+typedef struct rag_answer {
+    char *text;                 /* the final answer, filtered */
+    char *query;                /* the question retrieval used (the standalone rewrite) */
+    rag_passage *passages;      /* in retrieval order */
+    int n_passages;
+    int n_given;                /* passages in the prompt */
+    int refused;                /* 1: unsafe request, answered from refusal.txt */
+    char refusal_category[32];
+    int not_found;              /* RAG_FOUND, RAG_NOT_FOUND_WEAK (no generation) or
+                                   RAG_NOT_FOUND_MODEL (the model said the sources don't say) */
+    int grounded;               /* every claim is cited or matched to a given source */
+    int n_unsupported;          /* sentences with no valid marker and no supporting source */
+    int n_invalid_markers;      /* [n] markers removed */
+    int n_redacted;             /* PII/secret spans replaced in the answer */
+    int n_stripped;             /* remote links/images removed from the answer */
+    int n_flagged;              /* passages with injection patterns */
+    int stream_revised;         /* 1: the filters changed text already streamed */
+    int stop_reason;            /* LLM_STOP_* (0: nothing generated) */
+    int prompt_tokens, answer_tokens;
+    rag_timings t;
+} rag_answer;
+
+/*
+ * rag_answer_question: answer rq->question from the store.  Returns 0 with
+ * *a filled (free with rag_answer_free) whether the answer is a real answer, a
+ * refusal or "not found"; DOC_ECANCELLED when cancelled (a holds what was
+ * produced so far); DOC_EINVAL for an empty or non-UTF-8 question or one over
+ * RAG_QUESTION_MAX bytes; store, model and template errors as they come.
+ */
+enum { RAG_QUESTION_MAX = 4096 };
+int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a, doc_err *err);
+void rag_answer_free(rag_answer *a);
+
+/* rag_said_not_found: does a generated answer say the sources do not contain
+ * the answer ("The documents do not say", "the sources don't mention" ...)? */
+int rag_said_not_found(const char *text, size_t len);
 
 #endif

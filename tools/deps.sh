@@ -20,6 +20,7 @@ PKGS=(
     libzip-dev                     # DOCX (zip) extraction
     libcurl4-openssl-dev           # URL sources
     libinih-dev                    # etc/docent.conf
+    libedit-dev                    # docent chat: line editing and history
     sqlite3-doc postgresql-doc-15 r-doc-pdf pandoc   # real corpora for tests and benches
 )
 missing=()

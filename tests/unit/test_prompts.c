@@ -25,7 +25,7 @@ static const char *WAL_TEXT =
     "concurrently.";
 
 static const char *FILES[] = {"system.txt", "source.txt", "user.txt", "not_found.txt",
-                              "refusal.txt"};
+                              "refusal.txt", "rewrite.txt"};
 
 static int count(const char *hay, const char *needle)
 {

@@ -1,0 +1,749 @@
+/*
+ * answer_cmds.c - `docent ask | chat | eval`: the answer path (rag/) run
+ * in-process on the data directory's store, with the embedder, the generator
+ * and the prompt templates the config names.  The daemon (issue 5) will serve
+ * the same rag_answer_question over the socket.
+ */
+#include <editline/readline.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "rag/rag.h"
+
+/* ---- shared: options from the config, printing -------------------------- */
+
+/* env_from_config: rag_env for the opened store and models */
+static int env_from_config(common *a, rag_env *env)
+{
+    doc_err e = {0};
+    memset(env, 0, sizeof *env);
+    env->store = a->s;
+    env->embedder = a->m;
+    env->generator = a->gen;
+    env->prompts = a->prompts;
+    rag_opts *o = &env->opts;
+    rag_opts_default(o);
+    o->k = a->k ? a->k : a->cfg.k;
+    o->n_dense = a->cfg.n_dense;
+    o->n_bm25 = a->cfg.n_bm25;
+    o->rrf_k = a->cfg.rrf_k;
+    o->min_similarity = a->cfg.min_similarity;
+    o->prompt_tokens = a->cfg.prompt_tokens;
+    o->answer_tokens = a->cfg.answer_tokens;
+    o->temperature = (float)a->cfg.temperature;
+    o->repeat_penalty = (float)a->cfg.repeat_penalty;
+    o->seed = (uint64_t)a->cfg.seed;
+    o->min_support = a->cfg.min_support;
+    o->min_match_similarity = a->cfg.min_match_similarity;
+    if (rag_redact_parse(a->cfg.redact, &o->redact, &e)) return cli_fail("config: [safety] redact", &e);
+    if (rag_unsafe_parse(a->cfg.refuse, &o->refuse, &e)) return cli_fail("config: [safety] refuse", &e);
+    if (!strcmp(a->cfg.injections, "mask")) o->mask_injections = 1;
+    else if (!strcmp(a->cfg.injections, "flag")) o->mask_injections = 0;
+    else {
+        fprintf(stderr, "docent: config: [safety] injections: '%s' (use mask or flag)\n",
+                a->cfg.injections);
+        return 1;
+    }
+    return 0;
+}
+
+/* open_all: config, store + embedder, generator + prompts, the -c collection */
+static int open_all(common *a, int64_t *coll)
+{
+    int rc;
+    if ((rc = cli_load_config(a))) return rc;
+    if ((rc = cli_open_store(a, 1, 0))) return rc;
+    if (!a->retrieve_only && (rc = cli_open_answerer(a))) return rc;
+    if (!a->prompts) { /* retrieval only still renders nothing, but keep the env complete */
+        doc_err e = {0};
+        if (prompt_set_load(a->cfg.prompts_dir, &a->prompts, &e)) return cli_fail("prompts", &e);
+    }
+    *coll = 0;
+    if (a->collection && (rc = cli_resolve_collection(a, coll))) return rc;
+    return 0;
+}
+
+static int stream_out(void *ud, const char *text, size_t len)
+{
+    (void)ud;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return cli_stop;
+}
+
+static const char *stop_name(int r)
+{
+    switch (r) {
+    case LLM_STOP_EOS: return "end";
+    case LLM_STOP_LENGTH: return "length";
+    case LLM_STOP_STRING: return "stop string";
+    case LLM_STOP_CANCELLED: return "cancelled";
+    case LLM_STOP_CONTEXT: return "context full";
+    }
+    return "none";
+}
+
+static const char *not_found_name(int n)
+{
+    return n == RAG_NOT_FOUND_WEAK ? "weak evidence" : n == RAG_NOT_FOUND_MODEL ? "model" : NULL;
+}
+
+/* print_sources: the cited passages, the dropped and flagged ones, timings */
+static void print_sources(const rag_answer *r, int quiet)
+{
+    int cited = 0;
+    for (int i = 0; i < r->n_passages; i++) cited += r->passages[i].cited;
+    if (cited) printf("\nSources:\n");
+    for (int n = 1; n <= r->n_given; n++) {
+        for (int i = 0; i < r->n_passages; i++) {
+            const rag_passage *p = &r->passages[i];
+            if (p->n != n || !p->cited) continue;
+            printf("[%d] %s \u2014 %s%s%s", n, p->title, p->uri, *p->heading ? "#" : "", p->heading);
+            if (p->page > 0) printf(", p. %d", p->page);
+            if (p->line_start > 0) printf(", lines %d\u2013%d", p->line_start, p->line_end);
+            printf("\n");
+            if (p->snippet && *p->snippet) {
+                printf("    \"");
+                for (const char *c = p->snippet; *c; c++) putchar(*c == '\n' ? ' ' : *c);
+                printf("\"\n");
+            }
+        }
+    }
+    fflush(stdout); /* the notes go to stderr after the sources */
+    if (quiet) return;
+    int dropped = 0, flagged = 0;
+    for (int i = 0; i < r->n_passages; i++) {
+        dropped += r->passages[i].dropped;
+        flagged += r->passages[i].injection != 0;
+    }
+    if (dropped) {
+        fprintf(stderr, "note: %d retrieved passage%s did not fit the prompt's token budget:", dropped,
+                dropped > 1 ? "s" : "");
+        for (int i = 0; i < r->n_passages; i++)
+            if (r->passages[i].dropped) fprintf(stderr, " %s", r->passages[i].uri);
+        fprintf(stderr, "\n");
+    }
+    if (flagged) {
+        for (int i = 0; i < r->n_passages; i++)
+            if (r->passages[i].injection)
+                fprintf(stderr, "note: %s holds instruction-like text (%s)\n", r->passages[i].uri,
+                        r->passages[i].n_masked ? "withheld from the model" : "given as data");
+    }
+    if (!r->refused && !r->not_found && !r->grounded)
+        fprintf(stderr, "note: not grounded: %d sentence%s without a supporting source\n",
+                r->n_unsupported, r->n_unsupported == 1 ? "" : "s");
+    if (r->n_redacted) fprintf(stderr, "note: %d item%s redacted\n", r->n_redacted, r->n_redacted > 1 ? "s" : "");
+    const rag_timings *t = &r->t;
+    fprintf(stderr, "time: first text %.2f s, total %.2f s (retrieve %.3f s", t->first_text, t->total,
+            t->embed + t->retrieve);
+    if (t->rewrite > 0) fprintf(stderr, ", rewrite %.2f s", t->rewrite);
+    if (r->prompt_tokens)
+        fprintf(stderr, ", prefill %.2f s for %d tokens, decode %.2f s for %d tokens", t->prefill,
+                r->prompt_tokens, t->decode, r->answer_tokens);
+    fprintf(stderr, ")\n");
+}
+
+static json_t *answer_json(const rag_answer *r, const common *a)
+{
+    json_t *o = json_object(), *cites = json_array(), *dropped = json_array(), *flagged = json_array();
+    json_object_set_new(o, "answer", json_string(r->text ? r->text : ""));
+    json_object_set_new(o, "query", json_string(r->query ? r->query : ""));
+    for (int i = 0; i < r->n_passages; i++) {
+        const rag_passage *p = &r->passages[i];
+        if (p->cited) {
+            json_t *c = json_object();
+            json_object_set_new(c, "n", json_integer(p->n));
+            json_object_set_new(c, "document_id", json_integer(p->doc_id));
+            json_object_set_new(c, "uri", json_string(p->uri));
+            json_object_set_new(c, "title", json_string(p->title));
+            json_object_set_new(c, "heading", json_string(p->heading));
+            json_object_set_new(c, "collection", json_string(p->collection));
+            json_object_set_new(c, "page", p->page > 0 ? json_integer(p->page) : json_null());
+            json_object_set_new(c, "lines", p->line_start > 0
+                                                ? json_pack("[ii]", p->line_start, p->line_end)
+                                                : json_null());
+            json_object_set_new(c, "snippet", json_string(p->snippet ? p->snippet : ""));
+            json_object_set_new(c, "score", json_real(p->score));
+            json_array_append_new(cites, c);
+        }
+        if (p->dropped)
+            json_array_append_new(dropped, json_pack("{s:s,s:s,s:i,s:s}", "uri", p->uri, "heading",
+                                                     p->heading, "tokens", p->n_tokens, "reason",
+                                                     "token budget"));
+        if (p->injection)
+            json_array_append_new(flagged, json_pack("{s:s,s:i,s:b}", "uri", p->uri, "kinds",
+                                                     (int)p->injection, "withheld", p->n_masked > 0));
+    }
+    json_object_set_new(o, "citations", cites);
+    json_object_set_new(o, "grounded", json_boolean(r->grounded));
+    json_object_set_new(o, "refused", json_boolean(r->refused));
+    json_object_set_new(o, "refusal_category",
+                        r->refused ? json_string(r->refusal_category) : json_null());
+    json_object_set_new(o, "not_found", json_boolean(r->not_found != RAG_FOUND));
+    json_object_set_new(o, "not_found_reason",
+                        r->not_found ? json_string(not_found_name(r->not_found)) : json_null());
+    json_object_set_new(o, "unsupported_sentences", json_integer(r->n_unsupported));
+    json_object_set_new(o, "invalid_markers_removed", json_integer(r->n_invalid_markers));
+    json_object_set_new(o, "redacted", json_integer(r->n_redacted));
+    json_object_set_new(o, "links_stripped", json_integer(r->n_stripped));
+    json_object_set_new(o, "dropped_sources", dropped);
+    json_object_set_new(o, "flagged_sources", flagged);
+    json_object_set_new(o, "sources_given", json_integer(r->n_given));
+    json_object_set_new(o, "stop", json_string(stop_name(r->stop_reason)));
+    const rag_timings *t = &r->t;
+    json_object_set_new(o, "timings",
+                        json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "guard", t->guard,
+                                  "rewrite", t->rewrite, "embed", t->embed, "retrieve", t->retrieve,
+                                  "prompt", t->prompt, "prefill", t->prefill, "decode", t->decode,
+                                  "cite", t->cite, "filter", t->filter, "first_text", t->first_text,
+                                  "total", t->total));
+    json_object_set_new(o, "usage", json_pack("{s:i,s:i}", "prompt_tokens", r->prompt_tokens,
+                                              "completion_tokens", r->answer_tokens));
+    json_object_set_new(o, "models",
+                        json_pack("{s:s,s:s}", "embedder", a->cfg.embedder, "generator",
+                                  a->gen ? a->cfg.generator : ""));
+    return o;
+}
+
+static int int_flag(const char *cmd, const char *name, long lo, long hi, int *out)
+{
+    char *end;
+    long v = strtol(optarg, &end, 10);
+    if (!*optarg || *end || v < lo || v > hi) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s needs %ld..%ld", name, lo, hi);
+        return cli_usage_error(cmd, msg);
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* ---- ask ------------------------------------------------------------------ */
+
+static const char ask_help[] =
+    "usage: docent ask [-c COLLECTION] [-k N] [--json] [--no-stream] QUESTION\n"
+    "  answer QUESTION from the stored documents, citing them as [n]; then the cited\n"
+    "  sources: [n] title \u2014 uri#heading, page, lines, and the supporting snippet.\n"
+    "  When the documents do not hold the answer it says so; unsafe requests are refused.\n"
+    "  -c, --collection NAME   use only this collection (default: all)\n"
+    "  -k N                    passages retrieved (default: [search] k)\n"
+    "  --no-stream             print the answer when it is complete\n"
+    "  --json                  one object: answer, citations, grounded, refused, not_found,\n"
+    "                          dropped_sources, flagged_sources, timings, usage\n"
+    "  -q                      no notes or timings on stderr\n"
+    "  --data DIR, --config FILE, -o SECTION.KEY=VALUE ([answer] and [safety] settings)\n";
+
+static int ask_flag(common *a, int c)
+{
+    if (c == 'k') return int_flag(a->cmd, "-k", 1, 32, &a->k);
+    if (c == C_NO_STREAM) return a->no_stream = 1, 0;
+    return -1;
+}
+
+int cmd_ask(int argc, char **argv)
+{
+    common a = {.cmd = "ask"};
+    rag_env env;
+    rag_answer r = {0};
+    int64_t coll = 0;
+    doc_err e = {0};
+    int rc;
+    static const struct option lo[] = {COMMON_LONGOPTS, {"no-stream", no_argument, 0, C_NO_STREAM},
+                                       {0, 0, 0, 0}};
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:k:o:qh", lo, ask_help, ask_flag)) >= 0) return rc;
+    if (optind != argc - 1) return cli_usage_error("ask", "give one QUESTION (quote it)");
+    const char *question = argv[optind];
+    if ((rc = open_all(&a, &coll)) || (rc = env_from_config(&a, &env))) goto done;
+    cli_catch_signals();
+    int stream = !a.json && !a.no_stream;
+    rag_request rq = {.question = question, .collections = coll ? &coll : NULL,
+                      .n_collections = coll ? 1 : 0, .on_text = stream ? stream_out : NULL,
+                      .cancel = &cli_stop};
+    int arc = rag_answer_question(&env, &rq, &r, &e);
+    if (arc && arc != DOC_ECANCELLED) {
+        rc = cli_fail("ask", &e);
+        goto done;
+    }
+    if (a.json) {
+        cli_print_json(answer_json(&r, &a));
+    } else {
+        if (!stream) fputs(r.text, stdout);
+        else if (r.stream_revised)
+            printf("\n\n[the output filters changed the text above; the answer as delivered:]\n%s",
+                   r.text);
+        printf("\n");
+        print_sources(&r, a.quiet);
+    }
+    if (arc == DOC_ECANCELLED) {
+        fprintf(stderr, "docent: ask: cancelled\n");
+        rc = 130;
+    }
+done:
+    rag_answer_free(&r);
+    cli_close_all(&a);
+    return rc;
+}
+
+/* ---- chat ------------------------------------------------------------------ */
+
+static const char chat_help[] =
+    "usage: docent chat [-c COLLECTION] [-k N]\n"
+    "  an interactive conversation over the documents, with line editing and history\n"
+    "  (~/.docent_history).  A follow-up question is rewritten into a standalone one\n"
+    "  before retrieval (shown as \"searching for: ...\").  Commands: /reset forgets the\n"
+    "  conversation, /quit (or Ctrl-D) leaves.  Reads plain lines when stdin is not a\n"
+    "  terminal.\n"
+    "  --data DIR, --config FILE, -o SECTION.KEY=VALUE\n";
+
+enum { CHAT_TURNS = 8 };
+
+static char *read_line(int tty)
+{
+    if (tty) return readline("docent> ");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, stdin);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    return line;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    common a = {.cmd = "chat"};
+    rag_env env;
+    int64_t coll = 0;
+    int rc;
+    rag_turn turns[CHAT_TURNS];
+    int n_turns = 0;
+    char hist_path[1024] = "";
+    static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:k:o:qh", lo, chat_help, ask_flag)) >= 0) return rc;
+    if (optind != argc) return cli_usage_error("chat", "takes no operands");
+    if ((rc = open_all(&a, &coll)) || (rc = env_from_config(&a, &env))) goto done;
+    int tty = isatty(0);
+    if (tty) {
+        const char *home = getenv("HOME");
+        if (home) snprintf(hist_path, sizeof hist_path, "%s/.docent_history", home);
+        using_history();
+        if (*hist_path) read_history(hist_path);
+        printf("docent chat: ask about the documents; /reset forgets, /quit leaves.\n");
+    }
+    for (char *line; (line = read_line(tty)); free(line)) {
+        char *q = line;
+        while (*q == ' ' || *q == '\t') q++;
+        if (!*q) continue;
+        if (tty) add_history(q);
+        if (!strcmp(q, "/quit") || !strcmp(q, "/exit")) {
+            free(line);
+            break;
+        }
+        if (!strcmp(q, "/reset")) {
+            for (int i = 0; i < n_turns; i++) free((char *)turns[i].question), free((char *)turns[i].answer);
+            n_turns = 0;
+            printf("(conversation forgotten)\n");
+            continue;
+        }
+        cli_stop = 0;
+        cli_catch_signals();
+        rag_answer r = {0};
+        doc_err e = {0};
+        rag_request rq = {.question = q, .collections = coll ? &coll : NULL,
+                          .n_collections = coll ? 1 : 0, .history = turns, .n_history = n_turns,
+                          .on_text = NULL, .cancel = &cli_stop};
+        rq.on_text = stream_out;
+        int arc = rag_answer_question(&env, &rq, &r, &e);
+        if (arc && arc != DOC_ECANCELLED) {
+            cli_fail("chat", &e);
+            continue;
+        }
+        if (r.stream_revised) printf("\n\n[the output filters changed the text above; as delivered:]\n%s", r.text);
+        printf("\n");
+        if (n_turns) printf("(searched for: %s)\n", r.query);
+        print_sources(&r, a.quiet);
+        printf("\n");
+        if (arc == DOC_ECANCELLED) printf("(cancelled)\n");
+        if (arc == DOC_OK && !r.refused) {
+            if (n_turns == CHAT_TURNS) {
+                free((char *)turns[0].question);
+                free((char *)turns[0].answer);
+                memmove(turns, turns + 1, (CHAT_TURNS - 1) * sizeof *turns);
+                n_turns--;
+            }
+            turns[n_turns].question = strdup(r.query ? r.query : q);
+            turns[n_turns].answer = strdup(r.text ? r.text : "");
+            n_turns++;
+        }
+        rag_answer_free(&r);
+        fflush(stdout);
+    }
+    if (tty && *hist_path) write_history(hist_path);
+done:
+    for (int i = 0; i < n_turns; i++) free((char *)turns[i].question), free((char *)turns[i].answer);
+    cli_close_all(&a);
+    return rc;
+}
+
+/* ---- eval ----------------------------------------------------------------- */
+
+static const char eval_help[] =
+    "usage: docent eval [-c COLLECTION] [-k N] [--retrieval-only] [--json] FILE.jsonl\n"
+    "  run each question of FILE (one JSON object per line: question, gold: [uri or\n"
+    "  uri suffix...], expect: [phrases, any of which a right answer contains],\n"
+    "  answerable: true|false) and report:\n"
+    "    recall@k and MRR of retrieval (answerable questions with gold),\n"
+    "    citation validity (answers whose markers were all valid, at least one),\n"
+    "    cited gold (answers citing a gold document), grounded answers,\n"
+    "    expected phrases (answers containing one), not-found accuracy (unanswerable\n"
+    "    questions answered \"the documents don't say\") and false not-found rate,\n"
+    "    p50 time to first text and to the whole answer.\n"
+    "  --min-recall X --min-mrr X --min-cite X --min-expect X --min-not-found X\n"
+    "                          exit 1 when a figure is under its threshold (0..1)\n"
+    "  --out FILE              every question's answer and figures as JSON lines\n"
+    "  --retrieval-only        only the retrieval figures (no generation)\n";
+
+static int eval_flag(common *a, int c)
+{
+    double *d = NULL;
+    switch (c) {
+    case 'k': return int_flag(a->cmd, "-k", 1, 32, &a->k);
+    case C_RETRIEVE_ONLY: a->retrieve_only = 1; return 0;
+    case C_OUT: a->out = optarg; return 0;
+    case C_MIN_RECALL: d = &a->min_recall; break;
+    case C_MIN_MRR: d = &a->min_mrr; break;
+    case C_MIN_CITE: d = &a->min_cite; break;
+    case C_MIN_EXPECT: d = &a->min_expect; break;
+    case C_MIN_NOT_FOUND: d = &a->min_not_found; break;
+    default: return -1;
+    }
+    char *end;
+    *d = strtod(optarg, &end);
+    if (!*optarg || *end || !(*d >= 0 && *d <= 1)) return cli_usage_error("eval", "thresholds are 0..1");
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return b && a >= b && !strcmp(s + a - b, suf);
+}
+
+static int contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (!n) return 0;
+    for (const char *p = hay; *p; p++)
+        if (!strncasecmp(p, needle, n)) return 1;
+    return 0;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+static double median(double *v, int n)
+{
+    if (!n) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+typedef struct eval_item {
+    char *question;
+    char **gold;
+    int n_gold;
+    char **expect;
+    int n_expect;
+    int answerable;
+} eval_item;
+
+static void items_free(eval_item *it, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(it[i].question);
+        for (int k = 0; k < it[i].n_gold; k++) free(it[i].gold[k]);
+        for (int k = 0; k < it[i].n_expect; k++) free(it[i].expect[k]);
+        free(it[i].gold);
+        free(it[i].expect);
+    }
+    free(it);
+}
+
+/* str_array: a JSON array of strings into a malloc'd vector */
+static int str_array(json_t *arr, char ***out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!arr) return 0;
+    if (!json_is_array(arr)) return -1;
+    size_t m = json_array_size(arr);
+    *out = calloc(m ? m : 1, sizeof **out);
+    if (!*out) return -1;
+    for (size_t i = 0; i < m; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_string(v)) return -1;
+        (*out)[(*n)++] = strdup(json_string_value(v));
+    }
+    return 0;
+}
+
+/* load_items: the JSONL file; errors name the line and the field */
+static int load_items(const char *path, eval_item **out, int *n_out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "docent: eval: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    eval_item *it = NULL;
+    int n = 0, cap = 0, rc = 0, lineno = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!len) continue;
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        if (!o || !json_is_object(o)) {
+            fprintf(stderr, "docent: eval: %s:%d: %s\n", path, lineno,
+                    o ? "not a JSON object" : je.text);
+            json_decref(o);
+            rc = 1;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            eval_item *g = realloc(it, (size_t)cap * sizeof *it);
+            if (!g) {
+                json_decref(o);
+                rc = 1;
+                break;
+            }
+            it = g;
+        }
+        eval_item *x = &it[n++];
+        memset(x, 0, sizeof *x);
+        json_t *q = json_object_get(o, "question"), *ans = json_object_get(o, "answerable");
+        const char *bad = NULL;
+        if (!json_is_string(q) || !*json_string_value(q)) bad = "question (a non-empty string)";
+        else if (str_array(json_object_get(o, "gold"), &x->gold, &x->n_gold)) bad = "gold (an array of strings)";
+        else if (str_array(json_object_get(o, "expect"), &x->expect, &x->n_expect))
+            bad = "expect (an array of strings)";
+        else if (ans && !json_is_boolean(ans)) bad = "answerable (true or false)";
+        if (!bad) {
+            x->question = strdup(json_string_value(q));
+            x->answerable = ans ? json_is_true(ans) : 1;
+            if (x->answerable && !x->n_gold && !x->n_expect) bad = "gold or expect (an answerable question needs one)";
+        }
+        json_decref(o);
+        if (bad) {
+            fprintf(stderr, "docent: eval: %s:%d: field %s\n", path, lineno, bad);
+            rc = 1;
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (!rc && !n) {
+        fprintf(stderr, "docent: eval: %s: no questions\n", path);
+        rc = 1;
+    }
+    if (rc) {
+        items_free(it, n);
+        return rc;
+    }
+    *out = it;
+    *n_out = n;
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    common a = {.cmd = "eval"};
+    rag_env env;
+    int64_t coll = 0;
+    eval_item *it = NULL;
+    int n = 0, rc;
+    FILE *out = NULL;
+    double *t_first = NULL, *t_total = NULL;
+    static const struct option lo[] = {
+        COMMON_LONGOPTS,
+        {"retrieval-only", no_argument, 0, C_RETRIEVE_ONLY},
+        {"min-recall", required_argument, 0, C_MIN_RECALL},
+        {"min-mrr", required_argument, 0, C_MIN_MRR},
+        {"min-cite", required_argument, 0, C_MIN_CITE},
+        {"min-expect", required_argument, 0, C_MIN_EXPECT},
+        {"min-not-found", required_argument, 0, C_MIN_NOT_FOUND},
+        {"out", required_argument, 0, C_OUT},
+        {0, 0, 0, 0}};
+    if ((rc = cli_parse_flags(&a, argc, argv, "c:k:o:qh", lo, eval_help, eval_flag)) >= 0) return rc;
+    if (optind != argc - 1) return cli_usage_error("eval", "give one FILE.jsonl");
+    if ((rc = load_items(argv[optind], &it, &n))) return rc;
+    if ((rc = open_all(&a, &coll)) || (rc = env_from_config(&a, &env))) goto done;
+    if (a.out && !(out = fopen(a.out, "w"))) {
+        fprintf(stderr, "docent: eval: --out %s: %s\n", a.out, strerror(errno));
+        rc = 1;
+        goto done;
+    }
+    cli_catch_signals();
+    t_first = calloc((size_t)n, sizeof *t_first);
+    t_total = calloc((size_t)n, sizeof *t_total);
+    if (!t_first || !t_total) {
+        rc = cli_fail("eval", &(doc_err){DOC_ENOMEM, "out of memory"});
+        goto done;
+    }
+    int k = a.k ? a.k : a.cfg.k;
+    int n_ret = 0, n_hit = 0, n_gen = 0, n_valid = 0, n_cited_gold = 0, n_grounded = 0;
+    int n_exp = 0, n_exp_ok = 0, n_unans = 0, n_nf_ok = 0, n_ans = 0, n_false_nf = 0, n_t = 0;
+    int n_refused = 0;
+    double mrr = 0;
+    for (int i = 0; i < n && !cli_stop; i++) {
+        eval_item *x = &it[i];
+        rag_answer r = {0};
+        doc_err e = {0};
+        rag_request rq = {.question = x->question, .collections = coll ? &coll : NULL,
+                          .n_collections = coll ? 1 : 0, .k = k, .cancel = &cli_stop,
+                          .retrieve_only = a.retrieve_only};
+        int arc = rag_answer_question(&env, &rq, &r, &e);
+        if (arc) {
+            fprintf(stderr, "docent: eval: question %d: %s\n", i + 1, e.msg);
+            rag_answer_free(&r);
+            rc = 1;
+            break;
+        }
+        /* retrieval: rank of the first passage from a gold document */
+        int rank = 0;
+        if (x->answerable && x->n_gold) {
+            n_ret++;
+            for (int p = 0; p < r.n_passages && p < k && !rank; p++)
+                for (int g = 0; g < x->n_gold; g++)
+                    if (has_suffix(r.passages[p].uri, x->gold[g])) rank = p + 1;
+            if (rank) n_hit++, mrr += 1.0 / rank;
+        }
+        int cites_gold = 0, n_cited = 0, expect_ok = -1;
+        if (!a.retrieve_only) {
+            for (int p = 0; p < r.n_passages; p++) {
+                if (!r.passages[p].cited) continue;
+                n_cited++;
+                for (int g = 0; g < x->n_gold; g++)
+                    if (has_suffix(r.passages[p].uri, x->gold[g])) cites_gold = 1;
+            }
+            n_refused += r.refused;
+            if (x->answerable) {
+                n_ans++;
+                if (r.not_found) n_false_nf++;
+                if (!r.not_found && !r.refused) {
+                    n_gen++;
+                    if (n_cited && !r.n_invalid_markers) n_valid++;
+                    n_cited_gold += cites_gold;
+                    n_grounded += r.grounded;
+                }
+                if (x->n_expect) {
+                    n_exp++;
+                    expect_ok = 0;
+                    for (int p = 0; p < x->n_expect; p++)
+                        if (contains_ci(r.text, x->expect[p])) expect_ok = 1;
+                    n_exp_ok += expect_ok;
+                }
+            } else {
+                n_unans++;
+                n_nf_ok += r.not_found != RAG_FOUND;
+            }
+            t_first[n_t] = r.t.first_text;
+            t_total[n_t++] = r.t.total;
+        }
+        if (!a.quiet) {
+            char rk[16] = "-";
+            if (rank) snprintf(rk, sizeof rk, "%d", rank);
+            fprintf(stderr, "[%d/%d] %s%sgold rank %s%s%s  %.1f s  %s\n", i + 1, n,
+                    x->answerable ? "" : "(unanswerable) ",
+                    r.not_found ? "not found, " : r.refused ? "refused, " : "", rk,
+                    expect_ok == 1 ? "  expect ok" : expect_ok == 0 ? "  expect MISSED" : "",
+                    cites_gold ? "  cites gold" : "", r.t.total, x->question);
+        }
+        if (out) {
+            json_t *o = answer_json(&r, &a);
+            json_object_set_new(o, "question", json_string(x->question));
+            json_object_set_new(o, "gold_rank", json_integer(rank));
+            json_object_set_new(o, "expect_ok", expect_ok < 0 ? json_null() : json_boolean(expect_ok));
+            char *txt = json_dumps(o, JSON_COMPACT);
+            if (txt) fprintf(out, "%s\n", txt);
+            free(txt);
+            json_decref(o);
+        }
+        rag_answer_free(&r);
+    }
+    if (rc) goto done;
+    if (cli_stop) {
+        fprintf(stderr, "docent: eval: cancelled\n");
+        rc = 130;
+        goto done;
+    }
+#define RATE(a, b) ((b) ? (double)(a) / (b) : NAN)
+    double recall = RATE(n_hit, n_ret), m = n_ret ? mrr / n_ret : NAN;
+    double cite = RATE(n_valid, n_gen), gold = RATE(n_cited_gold, n_gen), grounded = RATE(n_grounded, n_gen);
+    double expect = RATE(n_exp_ok, n_exp), nf = RATE(n_nf_ok, n_unans), false_nf = RATE(n_false_nf, n_ans);
+    double p50_first = median(t_first, n_t), p50_total = median(t_total, n_t);
+    if (a.json) {
+        json_t *o = json_pack("{s:i,s:i,s:o,s:o}", "questions", n, "k", k,
+                              "recall_at_k", isnan(recall) ? json_null() : json_real(recall),
+                              "mrr", isnan(m) ? json_null() : json_real(m));
+        if (!a.retrieve_only) {
+#define SETR(key, v) json_object_set_new(o, key, isnan(v) ? json_null() : json_real(v))
+            SETR("citation_validity", cite);
+            SETR("cited_gold", gold);
+            SETR("grounded", grounded);
+            SETR("expected_phrases", expect);
+            SETR("not_found_accuracy", nf);
+            SETR("false_not_found", false_nf);
+            SETR("p50_first_text_s", p50_first);
+            SETR("p50_total_s", p50_total);
+            json_object_set_new(o, "refused", json_integer(n_refused));
+#undef SETR
+        }
+        cli_print_json(o);
+    } else {
+        printf("questions %d (answerable %d, unanswerable %d), k %d\n", n, n - n_unans, n_unans, k);
+        printf("retrieval: recall@%d %.3f  MRR %.3f  (%d questions with gold)\n", k, recall, m, n_ret);
+        if (!a.retrieve_only) {
+            printf("citations: valid %.3f  cite a gold document %.3f  grounded %.3f  (%d generated answers)\n",
+                   cite, gold, grounded, n_gen);
+            printf("answers: expected phrase %.3f (%d/%d)  false not-found %.3f  refused %d\n", expect,
+                   n_exp_ok, n_exp, false_nf, n_refused);
+            printf("not found: accuracy %.3f (%d/%d unanswerable)\n", nf, n_nf_ok, n_unans);
+            printf("time: p50 first text %.2f s, p50 total %.2f s\n", p50_first, p50_total);
+        }
+    }
+    /* thresholds (a figure with nothing to measure does not fail) */
+    struct { const char *name; double v, min; } th[] = {
+        {"recall", recall, a.min_recall},    {"mrr", m, a.min_mrr},
+        {"citation validity", cite, a.min_cite},
+        {"expected phrases", expect, a.min_expect},
+        {"not-found accuracy", nf, a.min_not_found}};
+    for (size_t i = 0; i < sizeof th / sizeof th[0]; i++)
+        if (th[i].min > 0 && !isnan(th[i].v) && th[i].v < th[i].min) {
+            fprintf(stderr, "docent: eval: %s %.3f is under the threshold %.3f\n", th[i].name, th[i].v,
+                    th[i].min);
+            rc = 1;
+        }
+done:
+    if (out) fclose(out);
+    free(t_first);
+    free(t_total);
+    items_free(it, n);
+    cli_close_all(&a);
+    return rc;
+}
