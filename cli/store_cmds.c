@@ -207,7 +207,7 @@ int cmd_ingest(int argc, char **argv)
     if ((rc = cli_parse_flags(&a, argc, argv, "c:o:qh", lo, ingest_help, ingest_flag)) >= 0) return rc;
     rc = 0;
     if (optind >= argc) return cli_usage_error("ingest", "nothing to ingest (give PATHs or URLs)");
-    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 1, 0))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 1, CLI_STORE_CREATE))) goto done;
     u.tty = isatty(2);
     struct winsize ws;
     u.width = (u.tty && ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) ? ws.ws_col : 100;
@@ -571,7 +571,7 @@ int cmd_reindex(int argc, char **argv)
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
     if ((rc = cli_parse_flags(&a, argc, argv, "o:qh", lo, reindex_help, NULL)) >= 0) return rc;
     rc = 0;
-    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 1, 1))) goto done;
+    if ((rc = cli_load_config(&a)) || (rc = cli_open_store(&a, 1, CLI_STORE_REINDEX))) goto done;
     cli_catch_signals();
     double t0 = time_now();
     if (ing_reindex(a.s, a.m, a.cfg.embed_batch, on_reindex_progress, &a, &cli_stop, &e)) {

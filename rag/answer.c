@@ -39,6 +39,7 @@
 #define HISTORY_ANSWER_MAX 600 /* bytes of each earlier answer shown to it */
 #define BUDGET_MARGIN 8        /* tokens kept free for tokenization at block joins */
 #define MATCH_VECS 16          /* chunk vectors compared per passage */
+#define LOOP_MIN 24            /* bytes of a repeated sentence that ends generation */
 #define MASK_NOTICE "[docent: instruction-like text withheld]"
 
 void rag_opts_default(rag_opts *o)
@@ -105,21 +106,58 @@ static double secs_since(double t0)
 
 /* ---- the filters (final answer and stream alike) ------------------------- */
 
-/* strip_echo: copy raw without what a small model echoes from the prompt's
- * format: source tags ("<source id=...>", "</source>") and the literal
+/* html_tag: at raw[i] == '<', the length of an HTML tag a small model echoes
+ * or invents (source wrappers, script, iframe, img, ...), else 0.  For script
+ * and style the element's content up to its end tag goes too. */
+static size_t html_tag(const char *raw, size_t n, size_t i)
+{
+    static const char *const tags[] = {"source", "script", "style", "iframe", "img", "object",
+                                       "embed", "link", "meta", "form", "input", "video", "audio"};
+    size_t j = i + 1 + (i + 1 < n && raw[i + 1] == '/');
+    for (size_t t = 0; t < sizeof tags / sizeof tags[0]; t++) {
+        size_t tl = strlen(tags[t]);
+        if (!ieq_at(raw, n, j, tags[t])) continue;
+        char after = j + tl < n ? raw[j + tl] : '>';
+        if (after != ' ' && after != '>' && after != '/' && after != '\n' && after != '\t') continue;
+        /* the tag ends at a '>' outside quoted attribute values (a source
+         * tag's section="A > B" holds '>') */
+        size_t end = j + tl;
+        char quote = 0;
+        for (; end < n; end++) {
+            char ch = raw[end];
+            if (quote) {
+                if (ch == quote) quote = 0;
+            } else if (ch == '"' || ch == '\'') {
+                quote = ch;
+            } else if (ch == '>') {
+                break;
+            }
+        }
+        end = end < n ? end + 1 : n;
+        if (raw[i + 1] != '/' && (t == 1 || t == 2)) { /* script, style: to the end tag */
+            for (size_t k = end; k < n; k++)
+                if (raw[k] == '<' && k + 1 < n && raw[k + 1] == '/' && ieq_at(raw, n, k + 2, tags[t])) {
+                    const char *g2 = memchr(raw + k, '>', n - k);
+                    return (g2 ? (size_t)(g2 - raw) + 1 : n) - i;
+                }
+            return n - i;
+        }
+        return end - i;
+    }
+    return 0;
+}
+
+/* rag_strip_echo: copy raw without what a small model echoes from the prompt's
+ * format or invents around it: HTML tags (html_tag) and the literal
  * placeholder marker "[n]". */
-static int strip_echo(const char *raw, size_t n, buf *out)
+int rag_strip_echo(const char *raw, size_t n, buf *out)
 {
     int rc = buf_append(out, "", 0);
     size_t i = 0, a = 0;
     while (rc == DOC_OK && i < n) {
         size_t skip = 0;
-        if (raw[i] == '<' && (ieq_at(raw, n, i, "<source") || ieq_at(raw, n, i, "</source"))) {
-            const char *gt = memchr(raw + i, '>', n - i);
-            skip = gt ? (size_t)(gt - (raw + i)) + 1 : n - i;
-        } else if (raw[i] == '[' && i + 2 < n && raw[i + 1] == 'n' && raw[i + 2] == ']') {
-            skip = 3;
-        }
+        if (raw[i] == '<') skip = html_tag(raw, n, i);
+        else if (raw[i] == '[' && i + 2 < n && raw[i + 1] == 'n' && raw[i + 2] == ']') skip = 3;
         if (!skip) {
             i++;
             continue;
@@ -143,7 +181,7 @@ static int filter_text(const char *raw, size_t n, const rag_source *sources, int
     buf_init(&t, 0);
     buf_reset(cleaned);
     buf_reset(out);
-    int rc = strip_echo(raw, n, &t);
+    int rc = rag_strip_echo(raw, n, &t);
     if (rc == DOC_OK) rc = rag_cite(t.data, t.len, sources, n_given, o->min_support, cleaned, &c, err);
     if (rc) {
         buf_free(&t);
@@ -176,6 +214,8 @@ typedef struct stream {
     int pending_sensitive;    /* a word since the last release held digits or symbols */
     int revised;              /* the filters changed text already handed on */
     int stopped;              /* the consumer asked to stop */
+    size_t sent_start;        /* start of the sentence being read in raw */
+    int looped;               /* generation stopped: a sentence repeated an earlier one */
     double t0, first;         /* call start; first hand-over (0: none yet) */
 } stream;
 
@@ -241,6 +281,17 @@ static int on_gen_text(void *ud, const char *text, size_t len)
         int sentence_end = !sens && (last == '.' || last == '!' || last == '?');
         if (!s->pending_sensitive || c == '\n' || sentence_end) {
             if (release(s, i + 1)) return 1;
+        }
+        if (c == '\n' || last == '.' || last == '!' || last == '?') {
+            /* a small model's loop: a whole sentence said before ends the answer */
+            size_t a = s->sent_start, len = we - a;
+            while (len && (r[a] == ' ' || r[a] == '\n')) a++, len--;
+            s->sent_start = i + 1;
+            if (len >= LOOP_MIN && memmem(r, a, r + a, len)) {
+                s->looped = 1;
+                s->scanned = s->raw.len;
+                return 1;
+            }
         }
     }
     s->scanned = s->raw.len;
@@ -782,12 +833,13 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     a->stop_reason = st.stop_reason;
     if (rc) goto done;
     int cancelled = (rq->cancel && *rq->cancel) || s.stopped;
+    if (s.looped) a->stop_reason = RAG_STOP_REPETITION;
 
     /* 6. citations */
     t = time_now();
     buf echo;
     buf_init(&echo, 0);
-    if ((rc = strip_echo(s.raw.data ? s.raw.data : "", s.raw.len, &echo))) goto oom;
+    if ((rc = rag_strip_echo(s.raw.data ? s.raw.data : "", s.raw.len, &echo))) goto oom;
     rc = rag_cite(echo.data, echo.len, srcs, a->n_given, o->min_support, &cleaned, &cit, err);
     buf_free(&echo);
     if (rc) goto done;

@@ -246,6 +246,10 @@ typedef struct rag_passage {
     char *snippet;              /* cited: the part supporting the answer (redacted), else NULL */
 } rag_passage;
 
+/* generation was stopped because a sentence repeated an earlier one (a small
+ * model's loop); the repeated sentence stays, nothing after it is generated */
+enum { RAG_STOP_REPETITION = 100 };
+
 enum { RAG_FOUND = 0, RAG_NOT_FOUND_WEAK = 1, RAG_NOT_FOUND_MODEL = 2 };
 
 typedef struct rag_timings {    /* seconds */
@@ -271,7 +275,7 @@ typedef struct rag_answer {
     int n_stripped;             /* remote links/images removed from the answer */
     int n_flagged;              /* passages with injection patterns */
     int stream_revised;         /* 1: the filters changed text already streamed */
-    int stop_reason;            /* LLM_STOP_* (0: nothing generated) */
+    int stop_reason;            /* LLM_STOP_* or RAG_STOP_REPETITION (0: nothing generated) */
     int prompt_tokens, answer_tokens;
     rag_timings t;
 } rag_answer;
@@ -286,6 +290,14 @@ typedef struct rag_answer {
 enum { RAG_QUESTION_MAX = 4096 };
 int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a, doc_err *err);
 void rag_answer_free(rag_answer *a);
+
+/* rag_strip_echo: append raw[0..n) to out without what a small model echoes
+ * from the prompt's format or invents around it: <source ...> / </source>
+ * tags (quoted attributes may hold '>'), script and style elements with their
+ * content, iframe/img/object/embed/link/meta/form/input/video/audio tags, and
+ * the literal placeholder "[n]".  Other '<' text ("a < b", "<table>") stays.
+ * DOC_ELIMIT / DOC_ENOMEM from out. */
+int rag_strip_echo(const char *raw, size_t n, buf *out);
 
 /* rag_said_not_found: does a generated answer say the sources do not contain
  * the answer ("The documents do not say", "the sources don't mention" ...)? */

@@ -405,11 +405,38 @@ static void test_snippet(void **state)
     assert_int_equal(len, 0);
 }
 
+static void test_strip_echo(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"<source id=\"2\" title=\"Datatypes\" section=\"3. Affinity > 3.2. Expressions\">\nTEXT, "
+         "NUMERIC [2].</source>",
+         "\nTEXT, NUMERIC [2]."},
+        {"Use WAL. <script type=\"text/javascript\" src=\"https://x.example/a.js\">alert(1)</script> Done.",
+         "Use WAL.  Done."},
+        {"See <img src=https://x.example/p.png> here", "See  here"},
+        {"It is in [n] and [2].", "It is in  and [2]."},
+        {"Use a < b and <table> or <expr> as written.", "Use a < b and <table> or <expr> as written."},
+        {"An open tag at the end <script src=", "An open tag at the end "},
+        {"<SCRIPT>x</SCRIPT>y", "y"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf b;
+        buf_init(&b, 0);
+        assert_int_equal(rag_strip_echo(cases[i].in, strlen(cases[i].in), &b), 0);
+        assert_string_equal(b.data, cases[i].out);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_said_not_found),
         cmocka_unit_test(test_snippet),
+        cmocka_unit_test(test_strip_echo),
     };
     const struct CMUnitTest store[] = {
         cmocka_unit_test(test_refusal_before_retrieval),
