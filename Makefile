@@ -9,6 +9,7 @@
 #   make fuzz       build the libFuzzer targets (clang)
 #   make bench      run bench/engine.sh (engine vs llama.cpp / sentence-transformers)
 #   make bench-store  run bench/store.sh (ingest, search latency, retrieval quality)
+#   make bench-answer run bench/answer.sh (docent ask vs a Python RAG stack: first text, total)
 #
 # CUDA=auto (default) compiles llm/cuda/*.cu when nvcc is on PATH; CUDA=0 leaves it out.
 # Each CPU ISA file (llm/cpu/*_avx2.c, *_avx512.c) is compiled with only its own flags;
@@ -52,7 +53,7 @@ CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-long asan deps models demo fuzz bench bench-store clean fixtures
+.PHONY: all test test-long asan deps models demo fuzz bench bench-store bench-answer clean fixtures
 all: $(BUILD)/docent $(BUILD)/libdocent.a $(TEST_BIN)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -157,6 +158,9 @@ bench: all
 
 bench-store: deps models all
 	@bench/store.sh $(BUILD)
+
+bench-answer: deps models all
+	@BUILD=$(BUILD) bench/answer.sh
 
 clean:
 	rm -rf $(BUILD) build-asan
