@@ -237,7 +237,7 @@ static int emit(stream *s, const buf *filtered)
 {
     if (s->revised || s->stopped) return DOC_OK;
     size_t have = s->emitted.len;
-    if (filtered->len < have || memcmp(filtered->data, s->emitted.data, have) != 0) {
+    if (filtered->len < have || (have && memcmp(filtered->data, s->emitted.data, have) != 0)) {
         s->revised = 1; /* the final answer will be shown whole */
         return DOC_OK;
     }
