@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "core/core.h"
 #include "llm/llm.h"
+#include "rag/rag.h"
 
 /* cli_fail: report a runtime error; what (may be NULL) is context the message lacks */
 int cli_fail(const char *what, const doc_err *e)
@@ -383,6 +384,8 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     log_init();
+    /* log lines go through the same PII/secret redaction as answers */
+    log_set_filter(rag_log_filter, NULL);
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -65,6 +65,13 @@ void log_set_level(int level);
 void log_init(void);
 void log_write(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* log_filter_fn: rewrite one formatted log message in[0..n) into out (cap
+ * bytes, NUL-terminated); 0 on success, else the line is withheld.  Programs
+ * install the PII/secret redactor (rag_log_filter) so logs never carry what
+ * answers may not. */
+typedef int (*log_filter_fn)(void *ctx, const char *in, size_t n, char *out, size_t cap);
+/* log_set_filter: set once at start, before threads; NULL removes it. */
+void log_set_filter(log_filter_fn fn, void *ctx);
 
 #define LOG(lvl, ...)                                                    \
     do {                                                                 \

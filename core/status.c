@@ -63,6 +63,15 @@ void doc_errprefix(doc_err *e, const char *fmt, ...)
 /* ---- logging ----------------------------------------------------------- */
 
 static int log_threshold = LOG_WARN; /* process-wide, set by main() */
+/* the redaction filter of every line, set once at start (log_set_filter) */
+static log_filter_fn log_filter;
+static void *log_filter_ctx;
+
+void log_set_filter(log_filter_fn fn, void *ctx)
+{
+    log_filter = fn;
+    log_filter_ctx = ctx;
+}
 
 int log_level(void) { return log_threshold; }
 void log_set_level(int level) { log_threshold = level; }
@@ -85,7 +94,13 @@ void log_write(int level, const char *file, int line, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const char *base = strrchr(file, '/');
-    fprintf(stderr, "docent %c %s:%d: %s\n", tag[level & 3], base ? base + 1 : file, line, msg);
+    char clean[2048];
+    const char *out = msg;
+    if (log_filter && log_filter(log_filter_ctx, msg, strlen(msg), clean, sizeof clean) == 0)
+        out = clean;
+    else if (log_filter) /* the filter failed: the line is not written unfiltered */
+        out = "[log line withheld: the redaction filter failed]";
+    fprintf(stderr, "docent %c %s:%d: %s\n", tag[level & 3], base ? base + 1 : file, line, out);
 }
 
 double time_now(void)

@@ -61,6 +61,11 @@ typedef struct rag_redaction {
 int rag_redact(const char *text, size_t len, unsigned categories, buf *out, rag_redaction *spans,
                int max_spans, int *n_spans);
 
+/* rag_log_filter: a log_filter_fn (core.h) redacting the categories in
+ * *(const unsigned *)ctx (NULL: all); lines longer than cap are cut at a
+ * character boundary.  Install with log_set_filter(rag_log_filter, &bits). */
+int rag_log_filter(void *ctx, const char *in, size_t n, char *out, size_t cap);
+
 /* ---- the guard (rag/guard.c) --------------------------------------------- */
 
 /* Unsafe-request categories: a question in an enabled category is refused

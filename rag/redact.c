@@ -691,3 +691,19 @@ done:
     if (n_spans) *n_spans = count;
     return rc < 0 ? rc : DOC_OK;
 }
+
+int rag_log_filter(void *ctx, const char *in, size_t n, char *out, size_t cap)
+{
+    unsigned cats = ctx ? *(const unsigned *)ctx : RAG_REDACT_ALL;
+    buf b;
+    buf_init(&b, 0);
+    int rc = rag_redact(in, n, cats, &b, NULL, 0, NULL);
+    if (rc == DOC_OK) {
+        size_t len = b.len < cap - 1 ? b.len : cap - 1;
+        while (len > 0 && len < b.len && ((unsigned char)b.data[len] & 0xC0) == 0x80) len--;
+        if (len) memcpy(out, b.data, len);
+        out[len] = 0;
+    }
+    buf_free(&b);
+    return rc;
+}

@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <time.h>
+#include <unistd.h>
 
 #include "rag/rag.h"
 
@@ -348,6 +349,40 @@ static void test_linear(void **state)
     }
 }
 
+/* the log filter: log lines go through the same redaction, through core's hook */
+static void test_log_filter(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/docent-logfilter-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_int_equal(dup2(fd, 2), 2);
+    unsigned only_email = RAG_PII_EMAIL;
+    log_set_filter(rag_log_filter, &only_email);
+    log_write(LOG_ERROR, __FILE__, __LINE__, "mail %s from 10.1.2.3", "jane.doe@example.com");
+    log_set_filter(rag_log_filter, NULL); /* every category */
+    log_write(LOG_ERROR, __FILE__, __LINE__, "token ghp_%s", "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8");
+    log_set_filter(NULL, NULL);
+    log_write(LOG_ERROR, __FILE__, __LINE__, "plain jane.doe@example.com");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char got[4096] = {0};
+    assert_true(pread(fd, got, sizeof got - 1, 0) > 0);
+    close(fd);
+    unlink(path);
+    assert_non_null(strstr(got, "mail [REDACTED:email] from 10.1.2.3")); /* ip was off */
+    assert_null(strstr(got, "ghp_A1b2"));
+    assert_non_null(strstr(got, "token [REDACTED:token]"));
+    assert_non_null(strstr(got, "plain jane.doe@example.com")); /* no filter, no change */
+    /* a cap cuts at a character boundary */
+    char small[8];
+    assert_int_equal(rag_log_filter(NULL, "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 8, small, sizeof small), 0);
+    assert_string_equal(small, "\xc3\xa9\xc3\xa9\xc3\xa9");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_token),   cmocka_unit_test(test_privkey), cmocka_unit_test(test_generic),
         cmocka_unit_test(test_toggles), cmocka_unit_test(test_spans),  cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_cap),     cmocka_unit_test(test_parse),  cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_log_filter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
