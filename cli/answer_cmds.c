@@ -126,9 +126,9 @@ static void print_sources(const rag_answer *r, int quiet)
     if (dropped) {
         fprintf(stderr, "note: %d retrieved passage%s did not fit the prompt's token budget:", dropped,
                 dropped > 1 ? "s" : "");
-        for (int i = 0; i < r->n_passages; i++)
+        for (int i = 0, shown = 0; i < r->n_passages; i++)
             if (r->passages[i].dropped)
-                fprintf(stderr, "%s %s%s%s", i ? ";" : "", r->passages[i].uri,
+                fprintf(stderr, "%s %s%s%s", shown++ ? ";" : "", r->passages[i].uri,
                         *r->passages[i].heading ? "#" : "", r->passages[i].heading);
         fprintf(stderr, "\n");
     }
