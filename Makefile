@@ -50,11 +50,13 @@ ifneq ($(CUDA_SRC),)
 endif
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
+DAEMON_SRC := $(wildcard daemon/*.c)
+DAEMON_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(DAEMON_SRC))
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all test test-long asan deps models demo fuzz bench bench-store bench-answer clean fixtures
-all: $(BUILD)/docent $(BUILD)/libdocent.a $(TEST_BIN)
+all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -98,6 +100,12 @@ CLI_LIBS := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
 $(BUILD)/docent: $(CLI_OBJ) $(BUILD)/libdocent.a
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdocent.a $(LDLIBS) $(CLI_LIBS)
+
+# the daemon's HTTP server (libmicrohttpd) is docentd's alone
+DAEMON_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+
+$(BUILD)/docentd: $(DAEMON_OBJ) $(BUILD)/libdocent.a
+	$(CC) $(CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libdocent.a $(LDLIBS) $(DAEMON_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)

@@ -43,6 +43,14 @@ typedef struct doc_config {
     int k;
     int n_dense, n_bm25;
     int rrf_k;
+    /* [daemon] */
+    char socket_path[1024];     /* the Unix socket docentd serves */
+    char socket_group[64];      /* group owning the socket ("": the daemon's) */
+    char admins[512];           /* "user:NAME,group:NAME,uid:N": may ingest, delete, change */
+    int max_body_kb;            /* request bodies over this are refused (413) */
+    int max_json_depth;         /* deeper JSON bodies are refused (400) */
+    int max_connections;        /* concurrent connections */
+    int request_timeout_s;      /* idle connections are closed after this */
     /* [answer] */
     char prompts_dir[1024];     /* the prompt templates */
     double min_similarity;      /* not found when the best passage's cosine is under this */

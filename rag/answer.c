@@ -799,6 +799,7 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     msgs[1].content = user.data;
     if ((rc = llm_chat_render(env->generator, msgs, 2, 1, &prompt, err))) goto done;
     a->t.prompt = secs_since(t);
+    if (rq->on_sources) rq->on_sources(rq->ud, a->passages, a->n_passages);
 
     /* 5. generate, streaming through the filters */
     llm_sampling smp;

@@ -215,6 +215,8 @@ typedef struct rag_turn {
     const char *answer;
 } rag_turn;
 
+struct rag_passage;
+
 typedef struct rag_request {
     const char *question;
     const int64_t *collections; /* collections the caller may read; NULL: all */
@@ -228,6 +230,9 @@ typedef struct rag_request {
      * prefix of rag_answer.text unless rag_answer.stream_revised is set.
      * Return non-zero to cancel.  May be NULL. */
     llm_text_cb on_text;
+    /* the passages as they go into the prompt (after the budget; n_given of
+     * them numbered, the rest dropped), before generation starts; may be NULL */
+    void (*on_sources)(void *ud, const struct rag_passage *p, int n);
     void *ud;
     const volatile int *cancel; /* non-zero: stop promptly (DOC_ECANCELLED); may be NULL */
     int retrieve_only;          /* 1: stop after retrieval (evaluation of the retriever) */

@@ -58,7 +58,8 @@ check_lib 'zip.h' ingest/extract_docx.c
 check_lib 'ini.h' core/config.c
 check_lib 'xxhash.h' core/hash.c
 check_lib 'curl/curl.h' ingest/fetch.c llm/remote.c cli/client.c
-check_lib 'microhttpd.h' daemon/http.c
+check_lib 'microhttpd.h' daemon/server.c
+check_lib 'editline/readline.h' cli/answer_cmds.c
 
 [ $fails -eq 0 ] && echo "layers: include rules hold"
 exit $((fails > 0))

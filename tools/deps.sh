@@ -21,6 +21,7 @@ PKGS=(
     libcurl4-openssl-dev           # URL sources
     libinih-dev                    # etc/docent.conf
     libedit-dev                    # docent chat: line editing and history
+    libmicrohttpd-dev              # docentd: HTTP/1.1 on the Unix socket
     sqlite3-doc postgresql-doc-15 r-doc-pdf pandoc   # real corpora for tests and benches
 )
 missing=()

@@ -1,0 +1,125 @@
+/*
+ * internal.h - declarations shared by the files of daemon/ (docentd).
+ *
+ *   main.c     arguments, config, opening the store and models, the socket,
+ *              signals (SIGTERM/SIGINT stop, SIGHUP reloads the prompts)
+ *   server.c   HTTP/1.1 through libmicrohttpd (the only file that includes
+ *              it): bodies with a cap, peer credentials, JSON and SSE replies
+ *   routes.c   the routes, on plain request/response structs
+ *   access.c   who the caller is and what it may read
+ *
+ * Threads: libmicrohttpd runs one thread per connection.  The store and the
+ * models are single-threaded objects, so every route that touches them holds
+ * srv->work (answers and searches are served one at a time for now).
+ */
+#ifndef DOCENT_DAEMON_INTERNAL_H
+#define DOCENT_DAEMON_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/config.h"
+#include "core/core.h"
+#include "core/json.h"
+#include "index/index.h"
+#include "llm/llm.h"
+#include "prompts/prompts.h"
+#include "rag/rag.h"
+
+typedef struct dd_server {
+    doc_config cfg;
+    idx_store *store;
+    llm_model *embedder, *generator;
+    prompt_set *prompts;        /* swapped under work on SIGHUP */
+    rag_opts opts;
+    pthread_mutex_t work;       /* store, models, prompts */
+    double started;             /* time_now() at start */
+    uid_t self_uid;
+    volatile int stopping;      /* SIGTERM: in-flight answers stop generating */
+    /* counters, under stats */
+    pthread_mutex_t stats;
+    int64_t n_requests, n_errors, n_tokens;
+    int in_flight;
+    int producers;              /* streamed answers still running (under stats) */
+    pthread_cond_t producers_done;
+} dd_server;
+
+/* The caller, from SO_PEERCRED on the Unix socket. */
+typedef struct dd_caller {
+    int known;                  /* 0: credentials unavailable (refused) */
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+} dd_caller;
+
+/* A request as the routes see it. */
+typedef struct dd_req {
+    const char *method;
+    const char *path;           /* without the query string */
+    const char *body;           /* NUL-terminated copy; "" when none */
+    size_t body_len;
+    int wants_sse;              /* Accept: text/event-stream */
+    dd_caller caller;
+    char id[24];                /* request id, in logs and the X-Request-Id header */
+} dd_req;
+
+/* A streamed reply (server-sent events): the producer appends, the server
+ * drains.  Either side may end it: the producer with dd_stream_close, the
+ * server (client gone) by setting cancel. */
+typedef struct dd_stream {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    buf pending;                /* bytes not yet handed to the connection */
+    size_t read_off;
+    int closed;
+    volatile int cancel;
+    int refs;                   /* producer + server */
+} dd_stream;
+
+dd_stream *dd_stream_new(void);
+/* dd_stream_event: append "event: NAME\ndata: JSON\n\n" (takes the reference to data). */
+int dd_stream_event(dd_stream *s, const char *name, json_t *data);
+void dd_stream_close(dd_stream *s);
+/* dd_stream_release: drop one reference; the last frees it. */
+void dd_stream_release(dd_stream *s);
+
+typedef struct dd_resp {
+    int status;
+    json_t *json;               /* a JSON body (owned), or */
+    char *text;                 /* a plain body (owned; content_type says what) */
+    const char *content_type;
+    dd_stream *stream;          /* an SSE body (one reference owned) */
+} dd_resp;
+
+/* dd_error: status with {"error": {"status", "code", "message"}}. */
+void dd_error(dd_resp *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* routes.c */
+void dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs);
+
+/* access.c */
+/* dd_reader_matches: does caller match one entry of a readers/admins list
+ * ("*", "uid:N", "user:NAME", "group:NAME", comma-separated)? */
+int dd_list_matches(const char *list, const dd_caller *c);
+/* dd_is_admin: root, the daemon's own user, or [daemon] admins. */
+int dd_is_admin(const dd_server *srv, const dd_caller *c);
+/* dd_readable: ids of the collections c may read (*ids malloc'd); with name
+ * non-NULL only that one (DOC_ENOTFOUND: no such collection; 0 ids: not
+ * readable).  Call under srv->work. */
+int dd_readable(dd_server *srv, const dd_caller *c, const char *name, int64_t **ids, int *n);
+
+/* main.c */
+/* dd_reload: load the prompt templates again and swap them in (under work);
+ * a failed load keeps the old set and is logged. */
+void dd_reload(dd_server *srv);
+
+/* server.c */
+/* dd_serve: serve on the bound, listening Unix socket fd until *stop (set by
+ * a signal handler); *hup set means: reload the prompts (then cleared). */
+int dd_serve(dd_server *srv, int fd, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
+             doc_err *err);
+
+#endif

@@ -1,0 +1,301 @@
+/*
+ * main.c - docentd: the daemon (shared/DESIGN.md §7).
+ *
+ *   docentd [--config FILE] [--socket PATH] [--data DIR] [-o SECTION.KEY=VALUE]... [--check-config]
+ *
+ * Opens the store and both models once, then serves HTTP/1.1 with JSON
+ * bodies on a Unix socket (server.c, routes.c).  The socket's directory must
+ * not be writable by others (it is created 0750 when missing); the socket is
+ * 0660, owned by [daemon] socket_group when set.  A socket file left by a dead
+ * daemon is replaced; a live one makes this start fail.
+ * SIGTERM / SIGINT: stop accepting, stop in-flight generation, close the
+ * store, exit 0.  SIGHUP: reload the prompt templates.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon/internal.h"
+#include "ingest/ingest.h"
+
+/* set by signal handlers (the program's only mutable globals) */
+static volatile sig_atomic_t g_stop, g_hup;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    g_hup = 1;
+}
+
+static const char usage[] =
+    "usage: docentd [--config FILE] [--socket PATH] [--data DIR] [-o SECTION.KEY=VALUE]...\n"
+    "               [--check-config]\n"
+    "  serve docent's HTTP API on a Unix socket ([daemon] socket in the config).\n"
+    "  --check-config   read and check the config, the models' files and the prompt\n"
+    "                   templates, then exit (0: fine)\n";
+
+void dd_reload(dd_server *srv)
+{
+    doc_err e = {0};
+    prompt_set *p = NULL;
+    if (prompt_set_load(srv->cfg.prompts_dir, &p, &e)) {
+        log_error("reload: %s (the old templates stay)", e.msg);
+        return;
+    }
+    pthread_mutex_lock(&srv->work);
+    prompt_set *old = srv->prompts;
+    srv->prompts = p;
+    pthread_mutex_unlock(&srv->work);
+    prompt_set_free(&old);
+    fprintf(stderr, "docentd: prompts reloaded from %s\n", srv->cfg.prompts_dir);
+}
+
+/* socket_dir_ok: the socket's directory exists (created 0750 if missing) and
+ * is not writable by others */
+static int socket_dir_ok(const char *path, doc_err *err)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *d = dirname(dir);
+    struct stat st;
+    if (stat(d, &st) != 0) {
+        if (errno != ENOENT || mkdir(d, 0750) != 0)
+            return doc_errf(err, DOC_EIO, "socket directory %s: %s", d, strerror(errno));
+        if (stat(d, &st) != 0) return doc_errf(err, DOC_EIO, "socket directory %s: %s", d, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return doc_errf(err, DOC_EINVAL, "socket directory %s: not a directory", d);
+    if (st.st_mode & S_IWOTH)
+        return doc_errf(err, DOC_EINVAL,
+                        "socket directory %s is writable by others (mode %03o): anyone could "
+                        "replace the socket; use a directory of mode 0750",
+                        d, (unsigned)(st.st_mode & 0777));
+    return DOC_OK;
+}
+
+/* open_socket: bind and listen on path, replacing a stale socket file */
+static int open_socket(const dd_server *srv, int *out, doc_err *err)
+{
+    const char *path = srv->cfg.socket_path;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return doc_errf(err, DOC_ELIMIT, "[daemon] socket: %s is over %zu bytes", path,
+                        sizeof sa.sun_path - 1);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int rc = socket_dir_ok(path, err);
+    if (rc) return rc;
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return doc_errf(err, DOC_EINVAL, "%s exists and is not a socket", path);
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (probe >= 0) close(probe);
+        if (live) return doc_errf(err, DOC_ESTATE, "%s: another docentd is serving it", path);
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return doc_errf(err, DOC_EIO, "socket: %s", strerror(errno));
+    mode_t old = umask(0117); /* the socket is created 0660 */
+    int b = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (b != 0 || listen(fd, 128) != 0) {
+        rc = doc_errf(err, DOC_EIO, "%s: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    if (*srv->cfg.socket_group) {
+        char gbuf[4096];
+        struct group gr, *g = NULL;
+        if (getgrnam_r(srv->cfg.socket_group, &gr, gbuf, sizeof gbuf, &g) || !g) {
+            close(fd);
+            unlink(path);
+            return doc_errf(err, DOC_EINVAL, "[daemon] socket_group: no group named %s",
+                            srv->cfg.socket_group);
+        }
+        if (chown(path, (uid_t)-1, g->gr_gid) != 0) {
+            rc = doc_errf(err, DOC_EIO, "%s: chown to group %s: %s", path, srv->cfg.socket_group,
+                          strerror(errno));
+            close(fd);
+            unlink(path);
+            return rc;
+        }
+    }
+    chmod(path, 0660);
+    *out = fd;
+    return DOC_OK;
+}
+
+static int open_everything(dd_server *srv, doc_err *err)
+{
+    llm_opts lo = {.n_threads = srv->cfg.threads, .backend = srv->cfg.backend,
+                   .batch = srv->cfg.embed_batch};
+    int rc;
+    if ((rc = llm_model_open(srv->cfg.embedder, &lo, &srv->embedder, err)))
+        return doc_errprefix(err, "embedder"), rc;
+    if (llm_model_kind(srv->embedder) != LLM_ENCODER)
+        return doc_errf(err, DOC_EINVAL, "embedder %s: not an encoder model", srv->cfg.embedder);
+    llm_opts go = {.n_threads = srv->cfg.threads, .backend = srv->cfg.backend};
+    if ((rc = llm_model_open(srv->cfg.generator, &go, &srv->generator, err)))
+        return doc_errprefix(err, "generator"), rc;
+    if (llm_model_kind(srv->generator) != LLM_DECODER)
+        return doc_errf(err, DOC_EINVAL, "generator %s: not a decoder model", srv->cfg.generator);
+    if ((rc = prompt_set_load(srv->cfg.prompts_dir, &srv->prompts, err))) return rc;
+    char name[256], sha[65];
+    if ((rc = ing_embedder_identity(srv->cfg.embedder, name, sha, err))) return rc;
+    idx_opts io = {.data_dir = srv->cfg.data_dir, .embedder_name = name, .embedder_sha256 = sha,
+                   .dim = llm_embed_dim(srv->embedder), .hnsw_threshold = srv->cfg.hnsw_threshold,
+                   .hnsw_factory = srv->cfg.hnsw_factory, .hnsw_ef_search = srv->cfg.hnsw_ef_search};
+    if ((rc = idx_open(&io, &srv->store, err))) return rc;
+    /* a fresh store gets its default collection, readable by everyone who can
+     * reach the socket (the socket's mode and group are the gate) */
+    int64_t id;
+    if (idx_collection_ensure(srv->store, "default", "*", &id))
+        return doc_errf(err, DOC_EIO, "store: %s", idx_errmsg(srv->store));
+    return DOC_OK;
+}
+
+static int opts_from_config(dd_server *srv, doc_err *err)
+{
+    rag_opts *o = &srv->opts;
+    const doc_config *c = &srv->cfg;
+    rag_opts_default(o);
+    o->k = c->k;
+    o->n_dense = c->n_dense;
+    o->n_bm25 = c->n_bm25;
+    o->rrf_k = c->rrf_k;
+    o->min_similarity = c->min_similarity;
+    o->prompt_tokens = c->prompt_tokens;
+    o->answer_tokens = c->answer_tokens;
+    o->temperature = (float)c->temperature;
+    o->repeat_penalty = (float)c->repeat_penalty;
+    o->seed = (uint64_t)c->seed;
+    o->min_support = c->min_support;
+    o->min_match_similarity = c->min_match_similarity;
+    int rc;
+    if ((rc = rag_redact_parse(c->redact, &o->redact, err))) return doc_errprefix(err, "[safety] redact"), rc;
+    if ((rc = rag_unsafe_parse(c->refuse, &o->refuse, err))) return doc_errprefix(err, "[safety] refuse"), rc;
+    if (!strcmp(c->injections, "mask")) o->mask_injections = 1;
+    else if (!strcmp(c->injections, "flag")) o->mask_injections = 0;
+    else return doc_errf(err, DOC_EINVAL, "[safety] injections: '%s' (use mask or flag)", c->injections);
+    return DOC_OK;
+}
+
+int main(int argc, char **argv)
+{
+    log_init();
+    log_set_filter(rag_log_filter, NULL);
+    enum { O_CONFIG = 1000, O_SOCKET, O_DATA, O_CHECK };
+    static const struct option lo[] = {
+        {"config", required_argument, 0, O_CONFIG}, {"socket", required_argument, 0, O_SOCKET},
+        {"data", required_argument, 0, O_DATA},     {"check-config", no_argument, 0, O_CHECK},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    const char *config = NULL, *sock = NULL, *data = NULL, *over[32];
+    int n_over = 0, check = 0, c;
+    while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+        switch (c) {
+        case O_CONFIG: config = optarg; break;
+        case O_SOCKET: sock = optarg; break;
+        case O_DATA: data = optarg; break;
+        case O_CHECK: check = 1; break;
+        case 'o':
+            if (n_over == 32) return fputs("docentd: at most 32 -o options\n", stderr), 2;
+            over[n_over++] = optarg;
+            break;
+        case 'h': return fputs(usage, stdout), 0;
+        default: return fputs(usage, stderr), 2;
+        }
+    }
+    if (optind != argc) return fputs(usage, stderr), 2;
+
+    dd_server *srv = calloc(1, sizeof *srv);
+    doc_err e = {0};
+    int fd = -1, rc = 1;
+    if (!srv) return 1;
+    pthread_mutex_init(&srv->work, NULL);
+    pthread_mutex_init(&srv->stats, NULL);
+    pthread_cond_init(&srv->producers_done, NULL);
+    if (config_load(config, &srv->cfg, &e)) goto fail;
+    for (int i = 0; i < n_over; i++)
+        if (config_set(&srv->cfg, over[i], &e)) goto fail;
+    if (sock && snprintf(srv->cfg.socket_path, sizeof srv->cfg.socket_path, "%s", sock) >=
+                    (int)sizeof srv->cfg.socket_path) {
+        doc_errf(&e, DOC_ELIMIT, "--socket: path too long");
+        goto fail;
+    }
+    if (data && snprintf(srv->cfg.data_dir, sizeof srv->cfg.data_dir, "%s", data) >=
+                    (int)sizeof srv->cfg.data_dir) {
+        doc_errf(&e, DOC_ELIMIT, "--data: path too long");
+        goto fail;
+    }
+    if (opts_from_config(srv, &e)) goto fail;
+    if (check) {
+        prompt_set *p = NULL;
+        if (prompt_set_load(srv->cfg.prompts_dir, &p, &e)) goto fail;
+        prompt_set_free(&p);
+        const char *files[] = {srv->cfg.embedder, srv->cfg.generator};
+        for (int i = 0; i < 2; i++)
+            if (!file_exists(files[i])) {
+                doc_errf(&e, DOC_ENOTFOUND, "[models] %s: %s does not exist",
+                         i ? "generator" : "embedder", files[i]);
+                goto fail;
+            }
+        printf("docentd: %s: fine\n", *srv->cfg.path ? srv->cfg.path : "built-in defaults");
+        rc = 0;
+        goto done;
+    }
+    srv->self_uid = getuid();
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (open_everything(srv, &e)) goto fail;
+    if (open_socket(srv, &fd, &e)) goto fail;
+    srv->started = time_now();
+    fprintf(stderr, "docentd: serving %s on %s (pid %d)\n", srv->cfg.data_dir, srv->cfg.socket_path,
+            (int)getpid());
+    if (dd_serve(srv, fd, &g_stop, &g_hup, &e)) goto fail;
+    fprintf(stderr, "docentd: stopped\n");
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "docentd: %s\n", e.msg[0] ? e.msg : doc_strerror(e.rc));
+    rc = 1;
+done:
+    if (fd >= 0) {
+        close(fd);
+        unlink(srv->cfg.socket_path);
+    }
+    /* streamed answers still running see srv->stopping and end within a
+     * token; wait for the last one before closing what they use */
+    srv->stopping = 1;
+    pthread_mutex_lock(&srv->stats);
+    while (srv->producers > 0) pthread_cond_wait(&srv->producers_done, &srv->stats);
+    pthread_mutex_unlock(&srv->stats);
+    idx_close(&srv->store);
+    llm_model_close(&srv->embedder);
+    llm_model_close(&srv->generator);
+    prompt_set_free(&srv->prompts);
+    pthread_mutex_destroy(&srv->work);
+    pthread_mutex_destroy(&srv->stats);
+    pthread_cond_destroy(&srv->producers_done);
+    free(srv);
+    return rc;
+}

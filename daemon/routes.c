@@ -1,0 +1,549 @@
+/*
+ * routes.c - docentd's routes (shared/DESIGN.md §7) on plain dd_req/dd_resp:
+ *
+ *   GET  /healthz           liveness
+ *   GET  /v1/status         models, collections the caller can read, counters, uptime
+ *   GET  /v1/collections    collections the caller can read (admins: all), with counts
+ *   POST /v1/collections    {"name", "readers"?}: create one or set its readers (admins)
+ *   GET  /v1/documents      documents of the readable collections
+ *   POST /v1/search         {"query", "k"?, "collection"?} -> ranked passages
+ *   POST /v1/ask            {"question", "k"?, "collection"?, "stream"?} -> the answer,
+ *                           as JSON or as server-sent events (sources, token,
+ *                           citations, done) with "stream": true or
+ *                           Accept: text/event-stream
+ *
+ * Every route that reads the store restricts it to the collections the
+ * caller may read (dd_readable) before anything is retrieved: an unreadable
+ * chunk never reaches a prompt, a citation or a result.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/internal.h"
+#include "ingest/ingest.h"
+
+/* ---- request bodies ------------------------------------------------------ */
+
+static int depth_of(const json_t *v, int limit)
+{
+    if (limit <= 0) return 1;
+    int d = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            int e = depth_of(x, limit - 1);
+            if (e > d) d = e;
+        }
+        return d + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            int e = depth_of(x, limit - 1);
+            if (e > d) d = e;
+        }
+        return d + 1;
+    }
+    return 0;
+}
+
+/* parse_body: the JSON object of a POST, or NULL after filling rs with the
+ * error (position of a syntax error, depth over the limit, not an object) */
+static json_t *parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    json_error_t je;
+    json_t *o = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        dd_error(rs, 400, "bad_json", "body: %s at line %d, column %d (byte %d)", je.text, je.line,
+                 je.column, je.position);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        dd_error(rs, 400, "bad_json", "body: a JSON object is expected");
+        return NULL;
+    }
+    if (depth_of(o, srv->cfg.max_json_depth + 1) > srv->cfg.max_json_depth) {
+        json_decref(o);
+        dd_error(rs, 400, "too_deep", "body: nested deeper than [daemon] max_json_depth (%d)",
+                 srv->cfg.max_json_depth);
+        return NULL;
+    }
+    return o;
+}
+
+/* field helpers: 0 ok (absent fields keep *out), else rs holds the error */
+static int str_field(const json_t *o, const char *key, int required, const char **out, dd_resp *rs)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        if (required) dd_error(rs, 400, "missing_field", "field %s: required", key);
+        return required ? -1 : 0;
+    }
+    if (!json_is_string(v)) {
+        dd_error(rs, 400, "bad_field", "field %s: a string is expected", key);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_resp *rs)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        dd_error(rs, 400, "bad_field", "field %s: an integer in %d..%d is expected", key, lo, hi);
+        return -1;
+    }
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int bool_field(const json_t *o, const char *key, int *out, dd_resp *rs)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (!json_is_boolean(v)) {
+        dd_error(rs, 400, "bad_field", "field %s: true or false is expected", key);
+        return -1;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* scope: the collections rq's caller may read, optionally one by name;
+ * 0 with *n == 0 means nothing readable (the caller answers accordingly) */
+static int scope(dd_server *srv, const dd_req *rq, const char *name, int64_t **ids, int *n,
+                 dd_resp *rs)
+{
+    int rc = dd_readable(srv, &rq->caller, name, ids, n);
+    if (rc == DOC_ENOTFOUND) {
+        /* the same answer for "absent" and "not yours": names do not leak */
+        dd_error(rs, 404, "no_collection", "collection %s: none you can read", name);
+        return -1;
+    }
+    if (rc) {
+        dd_error(rs, 500, "store", "store: %s", idx_errmsg(srv->store));
+        return -1;
+    }
+    if (name && !*n) {
+        dd_error(rs, 404, "no_collection", "collection %s: none you can read", name);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *lines_json(int a, int b)
+{
+    return a > 0 ? json_pack("[ii]", a, b) : json_null();
+}
+
+static json_t *redacted(const dd_server *srv, const char *text)
+{
+    buf b;
+    buf_init(&b, 0);
+    if (rag_redact(text, strlen(text), srv->opts.redact, &b, NULL, 0, NULL) || !b.data) {
+        buf_free(&b);
+        return json_string("");
+    }
+    json_t *s = json_stringn(b.data, b.len);
+    buf_free(&b);
+    return s;
+}
+
+/* ---- simple routes ------------------------------------------------------- */
+
+static void route_status(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    idx_collection *cols = NULL;
+    int nc = 0;
+    if (idx_collection_list(srv->store, &cols, &nc)) {
+        dd_error(rs, 500, "store", "store: %s", idx_errmsg(srv->store));
+        return;
+    }
+    json_t *arr = json_array();
+    int admin = dd_is_admin(srv, &rq->caller);
+    for (int i = 0; i < nc; i++) {
+        if (!admin && !dd_list_matches(cols[i].readers, &rq->caller)) continue;
+        json_t *c = json_pack("{s:s,s:I,s:I}", "name", cols[i].name, "documents",
+                              (json_int_t)cols[i].n_docs, "chunks", (json_int_t)cols[i].n_chunks);
+        if (admin) json_object_set_new(c, "readers", json_string(cols[i].readers));
+        json_array_append_new(arr, c);
+    }
+    free(cols);
+    pthread_mutex_lock(&srv->stats);
+    json_t *counters = json_pack("{s:I,s:I,s:i}", "requests", (json_int_t)srv->n_requests,
+                                 "errors", (json_int_t)srv->n_errors, "in_flight", srv->in_flight);
+    pthread_mutex_unlock(&srv->stats);
+    rs->json = json_pack("{s:s,s:f,s:{s:s,s:s,s:s,s:s},s:o,s:o,s:{s:I,s:I,s:b}}", "status", "ok",
+                         "uptime_s", time_now() - srv->started, "models", "embedder",
+                         srv->cfg.embedder, "embedder_engine", llm_model_desc(srv->embedder),
+                         "generator", srv->cfg.generator, "generator_engine",
+                         llm_model_desc(srv->generator), "collections", arr, "counters", counters,
+                         "caller", "uid", (json_int_t)rq->caller.uid, "gid",
+                         (json_int_t)rq->caller.gid, "admin", admin);
+}
+
+static void route_collections(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    route_status(srv, rq, rs);
+    if (rs->status != 200) return;
+    json_t *c = json_incref(json_object_get(rs->json, "collections"));
+    json_decref(rs->json);
+    rs->json = json_pack("{s:o}", "collections", c);
+}
+
+/* POST /v1/collections {"name", "readers"?}: create a collection or set its
+ * readers (admins only) */
+static void route_collection_set(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    if (!dd_is_admin(srv, &rq->caller)) {
+        dd_error(rs, 403, "not_admin", "changing collections needs an admin ([daemon] admins)");
+        return;
+    }
+    json_t *o = parse_body(srv, rq, rs);
+    if (!o) return;
+    const char *name = NULL, *readers = NULL;
+    int64_t id;
+    if (str_field(o, "name", 1, &name, rs) || str_field(o, "readers", 0, &readers, rs)) goto done;
+    if (readers && strlen(readers) >= sizeof ((idx_collection *)0)->readers) {
+        dd_error(rs, 400, "bad_field", "field readers: over %zu bytes",
+                 sizeof ((idx_collection *)0)->readers - 1);
+        goto done;
+    }
+    if (idx_collection_ensure(srv->store, name, readers, &id) ||
+        (readers && idx_collection_set_readers(srv->store, name, readers))) {
+        dd_error(rs, 400, "bad_field", "field name: %s", idx_errmsg(srv->store));
+        goto done;
+    }
+    idx_collection col;
+    if (idx_collection_find(srv->store, name, &col)) {
+        dd_error(rs, 500, "store", "store: %s", idx_errmsg(srv->store));
+        goto done;
+    }
+    rs->json = json_pack("{s:s,s:s,s:I}", "name", col.name, "readers", col.readers, "documents",
+                         (json_int_t)col.n_docs);
+done:
+    json_decref(o);
+}
+
+static void route_documents(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    int64_t *ids = NULL;
+    int n = 0;
+    if (scope(srv, rq, NULL, &ids, &n, rs)) return;
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        idx_doc *docs = NULL;
+        int nd = 0;
+        if (idx_doc_list(srv->store, ids[i], &docs, &nd)) {
+            json_decref(arr);
+            free(ids);
+            dd_error(rs, 500, "store", "store: %s", idx_errmsg(srv->store));
+            return;
+        }
+        for (int j = 0; j < nd; j++)
+            json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:s,s:I,s:I}", "id",
+                                                 (json_int_t)docs[j].id, "collection",
+                                                 docs[j].collection, "uri", docs[j].uri, "title",
+                                                 docs[j].title ? docs[j].title : "", "chunks",
+                                                 (json_int_t)docs[j].n_chunks, "ingested_at",
+                                                 (json_int_t)docs[j].ingested_at));
+        idx_doc_list_free(&docs, nd);
+    }
+    free(ids);
+    rs->json = json_pack("{s:o}", "documents", arr);
+}
+
+/* ---- search ---------------------------------------------------------------- */
+
+static void route_search(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    json_t *o = parse_body(srv, rq, rs);
+    if (!o) return;
+    const char *query = NULL, *coll = NULL;
+    int k = srv->cfg.k;
+    int64_t *ids = NULL;
+    int n = 0, nh = 0;
+    idx_hit *hits = NULL;
+    float *vec = NULL;
+    doc_err e = {0};
+    if (str_field(o, "query", 1, &query, rs) || str_field(o, "collection", 0, &coll, rs) ||
+        int_field(o, "k", 1, 100, &k, rs))
+        goto done;
+    if (!*query || strlen(query) > RAG_QUESTION_MAX || !utf8_valid(query, strlen(query))) {
+        dd_error(rs, 400, "bad_field", "field query: 1..%d bytes of UTF-8", RAG_QUESTION_MAX);
+        goto done;
+    }
+    if (scope(srv, rq, coll, &ids, &n, rs)) goto done;
+    json_t *arr = json_array();
+    if (n) {
+        vec = malloc((size_t)llm_embed_dim(srv->embedder) * sizeof *vec);
+        if (!vec || ing_embed_query(srv->embedder, query, vec, &e)) {
+            json_decref(arr);
+            dd_error(rs, 500, "embed", "query: %s", vec ? e.msg : "out of memory");
+            goto done;
+        }
+        idx_search_opts so = {.k = k, .n_dense = srv->cfg.n_dense, .n_bm25 = srv->cfg.n_bm25,
+                              .rrf_k = srv->cfg.rrf_k, .collections = ids, .n_collections = n};
+        if (idx_search(srv->store, vec, query, &so, &hits, &nh)) {
+            json_decref(arr);
+            dd_error(rs, 500, "store", "search: %s", idx_errmsg(srv->store));
+            goto done;
+        }
+    }
+    for (int i = 0; i < nh; i++) {
+        idx_hit *h = &hits[i];
+        json_t *r = json_pack("{s:I,s:s,s:s,s:s,s:s,s:o,s:o,s:f}", "document_id",
+                              (json_int_t)h->doc_id, "uri", h->uri, "title", h->title ? h->title : "",
+                              "heading", h->heading ? h->heading : "", "collection",
+                              h->collection ? h->collection : "", "page",
+                              h->page ? json_integer(h->page) : json_null(), "lines",
+                              lines_json(h->line_start, h->line_end), "score", h->score);
+        json_object_set_new(r, "dense_score", isnan(h->dense_score) ? json_null() : json_real(h->dense_score));
+        json_object_set_new(r, "bm25_score", isnan(h->bm25_score) ? json_null() : json_real(h->bm25_score));
+        json_object_set_new(r, "text", redacted(srv, h->text));
+        json_array_append_new(arr, r);
+    }
+    rs->json = json_pack("{s:o}", "results", arr);
+done:
+    idx_hits_free(&hits, nh);
+    free(vec);
+    free(ids);
+    json_decref(o);
+}
+
+/* ---- ask ------------------------------------------------------------------- */
+
+static json_t *passages_json(const rag_passage *p, int n, int cited_only)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        if (cited_only && !p[i].cited) continue;
+        if (!cited_only && !p[i].n && !p[i].dropped) continue;
+        json_t *c = json_pack("{s:i,s:I,s:s,s:s,s:s,s:s,s:o,s:o,s:f}", "n", p[i].n, "document_id",
+                              (json_int_t)p[i].doc_id, "uri", p[i].uri, "title", p[i].title,
+                              "heading", p[i].heading, "collection", p[i].collection, "page",
+                              p[i].page > 0 ? json_integer(p[i].page) : json_null(), "lines",
+                              lines_json(p[i].line_start, p[i].line_end), "score", p[i].score);
+        if (cited_only) json_object_set_new(c, "snippet", json_string(p[i].snippet ? p[i].snippet : ""));
+        else {
+            json_object_set_new(c, "dropped", json_boolean(p[i].dropped));
+            json_object_set_new(c, "flagged", json_boolean(p[i].injection != 0));
+        }
+        json_array_append_new(arr, c);
+    }
+    return arr;
+}
+
+static json_t *answer_json(const rag_answer *a)
+{
+    json_t *dropped = json_array(), *flagged = json_array();
+    for (int i = 0; i < a->n_passages; i++) {
+        const rag_passage *p = &a->passages[i];
+        if (p->dropped)
+            json_array_append_new(dropped, json_pack("{s:s,s:s,s:i,s:s}", "uri", p->uri, "heading",
+                                                     p->heading, "tokens", p->n_tokens, "reason",
+                                                     "token budget"));
+        if (p->injection)
+            json_array_append_new(flagged, json_pack("{s:s,s:i,s:b}", "uri", p->uri, "kinds",
+                                                     (int)p->injection, "withheld", p->n_masked > 0));
+    }
+    const rag_timings *t = &a->t;
+    return json_pack(
+        "{s:s,s:s,s:o,s:b,s:b,s:o,s:b,s:i,s:i,s:o,s:o,s:i,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},"
+        "s:{s:i,s:i}}",
+        "answer", a->text ? a->text : "", "query", a->query ? a->query : "", "citations",
+        passages_json(a->passages, a->n_passages, 1), "grounded", a->grounded, "refused",
+        a->refused, "refusal_category", a->refused ? json_string(a->refusal_category) : json_null(),
+        "not_found", a->not_found != RAG_FOUND, "unsupported_sentences", a->n_unsupported,
+        "redacted", a->n_redacted, "dropped_sources", dropped, "flagged_sources", flagged,
+        "sources_given", a->n_given, "timings", "guard", t->guard, "rewrite", t->rewrite, "embed",
+        t->embed, "retrieve", t->retrieve, "prompt", t->prompt, "prefill", t->prefill, "decode",
+        t->decode, "cite", t->cite, "filter", t->filter, "first_text", t->first_text, "total",
+        t->total, "usage", "prompt_tokens", a->prompt_tokens, "completion_tokens", a->answer_tokens);
+}
+
+typedef struct ask_job {
+    dd_server *srv;
+    dd_stream *stream;          /* NULL: a JSON reply */
+    char *question;
+    int64_t *ids;
+    int n_ids, k;
+} ask_job;
+
+static int job_text(void *ud, const char *text, size_t len)
+{
+    ask_job *j = ud;
+    if (j->stream) {
+        dd_stream_event(j->stream, "token", json_pack("{s:s%}", "text", text, len));
+        return j->stream->cancel || j->srv->stopping;
+    }
+    return j->srv->stopping;
+}
+
+static void job_sources(void *ud, const struct rag_passage *p, int n)
+{
+    ask_job *j = ud;
+    if (j->stream) dd_stream_event(j->stream, "sources", json_pack("{s:o}", "sources", passages_json(p, n, 0)));
+}
+
+/* run_ask: the answer under srv->work; fills a (and returns rag's status) */
+static int run_ask(ask_job *j, rag_answer *a, doc_err *e)
+{
+    dd_server *srv = j->srv;
+    pthread_mutex_lock(&srv->work);
+    rag_env env = {.store = srv->store, .embedder = srv->embedder, .generator = srv->generator,
+                   .prompts = srv->prompts, .opts = srv->opts};
+    rag_request rr = {.question = j->question, .collections = j->ids, .n_collections = j->n_ids,
+                      .k = j->k, .on_text = job_text, .on_sources = job_sources, .ud = j,
+                      .cancel = j->stream ? &j->stream->cancel : NULL};
+    int rc = rag_answer_question(&env, &rr, a, e);
+    pthread_mutex_unlock(&srv->work);
+    pthread_mutex_lock(&srv->stats);
+    srv->n_tokens += a->answer_tokens;
+    pthread_mutex_unlock(&srv->stats);
+    return rc;
+}
+
+static void job_free(ask_job *j)
+{
+    free(j->question);
+    free(j->ids);
+    free(j);
+}
+
+static void *ask_thread(void *arg)
+{
+    ask_job *j = arg;
+    rag_answer a = {0};
+    doc_err e = {0};
+    int rc = run_ask(j, &a, &e);
+    if (rc == DOC_OK) {
+        dd_stream_event(j->stream, "citations", json_pack("{s:o}", "citations",
+                                                          passages_json(a.passages, a.n_passages, 1)));
+        dd_stream_event(j->stream, "done", answer_json(&a));
+    } else if (rc != DOC_ECANCELLED) {
+        dd_stream_event(j->stream, "error", json_pack("{s:s}", "message", e.msg));
+    }
+    rag_answer_free(&a);
+    dd_stream_close(j->stream);
+    dd_stream_release(j->stream);
+    dd_server *srv = j->srv;
+    job_free(j);
+    pthread_mutex_lock(&srv->stats);
+    if (--srv->producers == 0) pthread_cond_broadcast(&srv->producers_done);
+    pthread_mutex_unlock(&srv->stats);
+    return NULL;
+}
+
+static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    json_t *o = parse_body(srv, rq, rs);
+    if (!o) return;
+    const char *question = NULL, *coll = NULL;
+    int k = 0, stream = rq->wants_sse;
+    ask_job *j = NULL;
+    if (str_field(o, "question", 1, &question, rs) || str_field(o, "collection", 0, &coll, rs) ||
+        int_field(o, "k", 1, 32, &k, rs) || bool_field(o, "stream", &stream, rs))
+        goto done;
+    if (!(j = calloc(1, sizeof *j)) || !(j->question = strdup(question))) {
+        dd_error(rs, 500, "memory", "out of memory");
+        goto done;
+    }
+    j->srv = srv;
+    j->k = k;
+    pthread_mutex_lock(&srv->work);
+    int sc = scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
+    pthread_mutex_unlock(&srv->work);
+    if (sc) goto done;
+    if (!j->n_ids) { /* NULL collections would mean "all": never search on nothing readable */
+        dd_error(rs, 403, "no_collection", "there is no collection you can read");
+        goto done;
+    }
+    if (stream) {
+        if (!(j->stream = dd_stream_new())) {
+            dd_error(rs, 500, "memory", "out of memory");
+            goto done;
+        }
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_mutex_lock(&srv->stats);
+        srv->producers++;
+        pthread_mutex_unlock(&srv->stats);
+        if (pthread_create(&th, &at, ask_thread, j)) {
+            pthread_mutex_lock(&srv->stats);
+            srv->producers--;
+            pthread_mutex_unlock(&srv->stats);
+            pthread_attr_destroy(&at);
+            dd_stream_release(j->stream);
+            dd_stream_release(j->stream);
+            j->stream = NULL;
+            dd_error(rs, 503, "busy", "could not start the answer");
+            goto done;
+        }
+        pthread_attr_destroy(&at);
+        rs->stream = j->stream; /* the server's reference */
+        j = NULL;               /* the thread owns it */
+        goto done;
+    }
+    rag_answer a = {0};
+    doc_err e = {0};
+    int rc = run_ask(j, &a, &e);
+    if (rc == DOC_EINVAL) dd_error(rs, 400, "bad_field", "field %s", e.msg);
+    else if (rc) dd_error(rs, 500, "answer", "%s", e.msg);
+    else rs->json = answer_json(&a);
+    rag_answer_free(&a);
+done:
+    if (j) job_free(j);
+    json_decref(o);
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+typedef struct route {
+    const char *method, *path;
+    int store;                  /* 1: runs under srv->work */
+    void (*fn)(dd_server *, const dd_req *, dd_resp *);
+} route;
+
+static void route_health(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    (void)srv;
+    (void)rq;
+    rs->json = json_pack("{s:s}", "status", "ok");
+}
+
+static const route routes[] = {
+    {"GET", "/healthz", 0, route_health},
+    {"GET", "/v1/status", 1, route_status},
+    {"GET", "/v1/collections", 1, route_collections},
+    {"POST", "/v1/collections", 1, route_collection_set},
+    {"GET", "/v1/documents", 1, route_documents},
+    {"POST", "/v1/search", 1, route_search},
+    {"POST", "/v1/ask", 0, route_ask}, /* takes the lock itself (streams outlive the call) */
+};
+
+void dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    int path_known = 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(routes[i].path, rq->path)) continue;
+        path_known = 1;
+        if (strcmp(routes[i].method, rq->method)) continue;
+        rs->status = 200;
+        if (routes[i].store) pthread_mutex_lock(&srv->work);
+        routes[i].fn(srv, rq, rs);
+        if (routes[i].store) pthread_mutex_unlock(&srv->work);
+        return;
+    }
+    if (path_known) dd_error(rs, 405, "method", "%s %s: method not allowed", rq->method, rq->path);
+    else dd_error(rs, 404, "no_route", "%s: no such route", rq->path);
+}

@@ -1,0 +1,295 @@
+/*
+ * server.c - HTTP/1.1 on the Unix socket through libmicrohttpd (the only
+ * file of docent that includes it).
+ *
+ * One thread per connection (libmicrohttpd's internal threads), a cap on
+ * connections and on idle time from the config.  A request body is collected
+ * up to [daemon] max_body_kb (413 past it; the rest is read and dropped), then the
+ * route runs on the connection's thread.  Streamed replies (SSE) are drained
+ * from a dd_stream that a producer thread fills; when the client goes away
+ * the stream's cancel flag is raised so the producer stops generating.
+ */
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "daemon/internal.h"
+
+/* ---- streams ------------------------------------------------------------- */
+
+dd_stream *dd_stream_new(void)
+{
+    dd_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    buf_init(&s->pending, 0);
+    s->refs = 2;
+    return s;
+}
+
+int dd_stream_event(dd_stream *s, const char *name, json_t *data)
+{
+    char *txt = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (!txt) return DOC_ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    int rc = buf_printf(&s->pending, "event: %s\ndata: %s\n\n", name, txt);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    free(txt);
+    return rc;
+}
+
+void dd_stream_close(dd_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->closed = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void dd_stream_release(dd_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!last) return;
+    buf_free(&s->pending);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* stream_read: libmicrohttpd pulls the next bytes; blocks until there are
+ * some or the producer closed the stream */
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    dd_stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    while (s->read_off == s->pending.len && !s->closed) pthread_cond_wait(&s->cv, &s->mu);
+    ssize_t n;
+    if (s->read_off < s->pending.len) {
+        size_t avail = s->pending.len - s->read_off;
+        n = (ssize_t)(avail < max ? avail : max);
+        memcpy(out, s->pending.data + s->read_off, (size_t)n);
+        s->read_off += (size_t)n;
+        if (s->read_off == s->pending.len) { /* drained: reuse the memory */
+            buf_reset(&s->pending);
+            s->read_off = 0;
+        }
+    } else {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* stream_done: the connection is finished with the stream (sent, or the
+ * client went away): stop the producer */
+static void stream_done(void *cls)
+{
+    dd_stream *s = cls;
+    s->cancel = 1;
+    dd_stream_release(s);
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+void dd_error(dd_resp *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_decref(r->json);
+    r->status = status;
+    r->json = json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "code", code, "message", msg);
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+typedef struct conn {
+    buf body;
+    int too_big;
+    dd_caller caller;
+} conn;
+
+typedef struct ctx {
+    dd_server *srv;
+} ctx;
+
+static void peer_cred(struct MHD_Connection *c, dd_caller *out)
+{
+    memset(out, 0, sizeof *out);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return;
+    struct ucred uc;
+    socklen_t len = sizeof uc;
+    if (getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0 && len == sizeof uc) {
+        out->known = 1;
+        out->uid = uc.uid;
+        out->gid = uc.gid;
+        out->pid = uc.pid;
+    }
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *c, dd_resp *rs, const char *id)
+{
+    struct MHD_Response *r;
+    if (rs->stream) {
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, rs->stream,
+                                              stream_done);
+        if (!r) {
+            stream_done(rs->stream);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+    } else {
+        char *body;
+        size_t len;
+        const char *type = rs->content_type;
+        if (rs->json) {
+            body = json_dumps(rs->json, JSON_COMPACT);
+            if (!body) return MHD_NO;
+            len = strlen(body);
+            type = "application/json";
+            /* a trailing newline: friendlier to curl and line-based tools */
+            char *b2 = realloc(body, len + 2);
+            if (!b2) {
+                free(body);
+                return MHD_NO;
+            }
+            body = b2;
+            body[len++] = '\n';
+            body[len] = 0;
+        } else {
+            body = rs->text ? rs->text : strdup("");
+            rs->text = NULL;
+            if (!body) return MHD_NO;
+            len = strlen(body);
+        }
+        r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+            free(body);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", type ? type : "text/plain; charset=utf-8");
+    }
+    MHD_add_response_header(r, "X-Request-Id", id);
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)rs->status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **state)
+{
+    (void)version;
+    ctx *x = cls;
+    dd_server *srv = x->srv;
+    conn *cn = *state;
+    if (!cn) { /* the headers are in: set up the body */
+        if (!(cn = calloc(1, sizeof *cn))) return MHD_NO;
+        buf_init(&cn->body, (size_t)srv->cfg.max_body_kb * 1024);
+        peer_cred(c, &cn->caller);
+        *state = cn;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cn->too_big && buf_append(&cn->body, upload, *upload_size) == DOC_ELIMIT)
+            cn->too_big = 1;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    dd_req rq = {.method = method, .path = url, .caller = cn->caller};
+    pthread_mutex_lock(&srv->stats);
+    int64_t nr = ++srv->n_requests;
+    srv->in_flight++;
+    pthread_mutex_unlock(&srv->stats);
+    snprintf(rq.id, sizeof rq.id, "r%lld", (long long)nr);
+    rq.body = cn->body.data ? cn->body.data : "";
+    rq.body_len = cn->body.len;
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+    rq.wants_sse = accept && strstr(accept, "text/event-stream") != NULL;
+    dd_resp rs = {.status = 200};
+    if (cn->too_big)
+        dd_error(&rs, 413, "body_too_large", "request body over [daemon] max_body_kb (%d KiB)",
+                 srv->cfg.max_body_kb);
+    else if (!rq.caller.known)
+        dd_error(&rs, 403, "no_credentials", "the caller's credentials are unavailable");
+    else
+        dd_route(srv, &rq, &rs);
+    if (rs.status >= 400) {
+        pthread_mutex_lock(&srv->stats);
+        srv->n_errors++;
+        pthread_mutex_unlock(&srv->stats);
+    }
+    log_info("%s uid %u %s %s -> %d", rq.id, (unsigned)rq.caller.uid, method, url, rs.status);
+    enum MHD_Result ok = send_resp(c, &rs, rq.id);
+    json_decref(rs.json);
+    free(rs.text);
+    pthread_mutex_lock(&srv->stats);
+    srv->in_flight--;
+    pthread_mutex_unlock(&srv->stats);
+    return ok;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **state,
+                         enum MHD_RequestTerminationCode why)
+{
+    (void)cls;
+    (void)c;
+    (void)why;
+    conn *cn = *state;
+    if (!cn) return;
+    buf_free(&cn->body);
+    free(cn);
+    *state = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    log_warn("http: %s", msg);
+}
+
+int dd_serve(dd_server *srv, int fd, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
+             doc_err *err)
+{
+    ctx x = {.srv = srv};
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, &x, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.request_timeout_s, MHD_OPTION_END);
+    if (!d) return doc_errf(err, DOC_EIO, "http: libmicrohttpd could not start on the socket");
+    while (!*stop) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (*hup) {
+            *hup = 0;
+            dd_reload(srv);
+        }
+    }
+    srv->stopping = 1;
+    /* stop accepting, then wait for the connections (in-flight answers see
+     * their streams cancelled when their connections close) */
+    MHD_quiesce_daemon(d);
+    MHD_stop_daemon(d);
+    return DOC_OK;
+}
