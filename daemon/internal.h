@@ -79,8 +79,11 @@ typedef struct dd_stream {
 } dd_stream;
 
 dd_stream *dd_stream_new(void);
-/* dd_stream_event: append "event: NAME\ndata: JSON\n\n" (takes the reference to data). */
+/* dd_stream_event: append "event: NAME\ndata: JSON\n\n" (takes the reference
+ * to data); name NULL: only "data: JSON\n\n" (OpenAI's streams). */
 int dd_stream_event(dd_stream *s, const char *name, json_t *data);
+/* dd_stream_raw: append bytes as they are ("data: [DONE]\n\n"). */
+int dd_stream_raw(dd_stream *s, const char *text);
 void dd_stream_close(dd_stream *s);
 /* dd_stream_release: drop one reference; the last frees it. */
 void dd_stream_release(dd_stream *s);
@@ -99,6 +102,45 @@ void dd_error(dd_resp *r, int status, const char *code, const char *fmt, ...)
 
 /* routes.c */
 void dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs);
+/* the helpers the route files share: a POST body as a JSON object (or NULL
+ * with rs holding the error), typed fields (0 ok; absent fields keep *out),
+ * the caller's readable collections (dd_readable, errors into rs) */
+json_t *dd_parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs);
+int dd_str_field(const json_t *o, const char *key, int required, const char **out, dd_resp *rs);
+int dd_int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_resp *rs);
+int dd_bool_field(const json_t *o, const char *key, int *out, dd_resp *rs);
+int dd_scope(dd_server *srv, const dd_req *rq, const char *name, int64_t **ids, int *n, dd_resp *rs);
+/* dd_passages_json: given/dropped passages (cited_only 0) or the citations */
+json_t *dd_passages_json(const rag_passage *p, int n, int cited_only);
+
+/* One answer to produce, for /v1/ask and /v1/chat/completions. */
+typedef struct dd_job {
+    dd_server *srv;
+    dd_stream *stream;          /* NULL: a JSON reply */
+    char *question;
+    int64_t *ids;
+    int n_ids, k;
+    int answer_tokens;          /* 0: the config's */
+    const rag_turn *history;    /* earlier turns (OpenAI messages), borrowed */
+    int n_history;
+    void *ext;                  /* the route's own state for its callbacks */
+    llm_text_cb on_text;        /* NULL: the SSE "token" events of /v1/ask */
+} dd_job;
+
+/* dd_run_ask: answer j under srv->work (fills a; rag's status) */
+int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e);
+void dd_job_free(dd_job *j);
+/* dd_spawn: run fn(j) on a detached producer thread that streams into
+ * j->stream (which must hold both references); on success rs->stream takes
+ * the server's reference and the thread owns j; else rs holds a 503. */
+int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs);
+/* dd_producer_done: a producer thread's last call (main waits for them) */
+void dd_producer_done(dd_server *srv);
+
+/* openai.c: /v1/chat/completions, /v1/embeddings, /v1/models */
+void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs);
+void dd_route_embeddings(dd_server *srv, const dd_req *rq, dd_resp *rs);
+void dd_route_models(dd_server *srv, const dd_req *rq, dd_resp *rs);
 
 /* access.c */
 /* dd_reader_matches: does caller match one entry of a readers/admins list

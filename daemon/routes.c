@@ -51,9 +51,9 @@ static int depth_of(const json_t *v, int limit)
     return 0;
 }
 
-/* parse_body: the JSON object of a POST, or NULL after filling rs with the
+/* dd_parse_body: the JSON object of a POST, or NULL after filling rs with the
  * error (position of a syntax error, depth over the limit, not an object) */
-static json_t *parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs)
+json_t *dd_parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     json_error_t je;
     json_t *o = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &je);
@@ -77,7 +77,7 @@ static json_t *parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs)
 }
 
 /* field helpers: 0 ok (absent fields keep *out), else rs holds the error */
-static int str_field(const json_t *o, const char *key, int required, const char **out, dd_resp *rs)
+int dd_str_field(const json_t *o, const char *key, int required, const char **out, dd_resp *rs)
 {
     json_t *v = json_object_get(o, key);
     if (!v) {
@@ -92,7 +92,7 @@ static int str_field(const json_t *o, const char *key, int required, const char 
     return 0;
 }
 
-static int int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_resp *rs)
+int dd_int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_resp *rs)
 {
     json_t *v = json_object_get(o, key);
     if (!v) return 0;
@@ -104,7 +104,7 @@ static int int_field(const json_t *o, const char *key, int lo, int hi, int *out,
     return 0;
 }
 
-static int bool_field(const json_t *o, const char *key, int *out, dd_resp *rs)
+int dd_bool_field(const json_t *o, const char *key, int *out, dd_resp *rs)
 {
     json_t *v = json_object_get(o, key);
     if (!v) return 0;
@@ -116,9 +116,9 @@ static int bool_field(const json_t *o, const char *key, int *out, dd_resp *rs)
     return 0;
 }
 
-/* scope: the collections rq's caller may read, optionally one by name;
+/* dd_scope: the collections rq's caller may read, optionally one by name;
  * 0 with *n == 0 means nothing readable (the caller answers accordingly) */
-static int scope(dd_server *srv, const dd_req *rq, const char *name, int64_t **ids, int *n,
+int dd_scope(dd_server *srv, const dd_req *rq, const char *name, int64_t **ids, int *n,
                  dd_resp *rs)
 {
     int rc = dd_readable(srv, &rq->caller, name, ids, n);
@@ -206,11 +206,11 @@ static void route_collection_set(dd_server *srv, const dd_req *rq, dd_resp *rs)
         dd_error(rs, 403, "not_admin", "changing collections needs an admin ([daemon] admins)");
         return;
     }
-    json_t *o = parse_body(srv, rq, rs);
+    json_t *o = dd_parse_body(srv, rq, rs);
     if (!o) return;
     const char *name = NULL, *readers = NULL;
     int64_t id;
-    if (str_field(o, "name", 1, &name, rs) || str_field(o, "readers", 0, &readers, rs)) goto done;
+    if (dd_str_field(o, "name", 1, &name, rs) || dd_str_field(o, "readers", 0, &readers, rs)) goto done;
     if (readers && strlen(readers) >= sizeof ((idx_collection *)0)->readers) {
         dd_error(rs, 400, "bad_field", "field readers: over %zu bytes",
                  sizeof ((idx_collection *)0)->readers - 1);
@@ -236,7 +236,7 @@ static void route_documents(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     int64_t *ids = NULL;
     int n = 0;
-    if (scope(srv, rq, NULL, &ids, &n, rs)) return;
+    if (dd_scope(srv, rq, NULL, &ids, &n, rs)) return;
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
         idx_doc *docs = NULL;
@@ -264,7 +264,7 @@ static void route_documents(dd_server *srv, const dd_req *rq, dd_resp *rs)
 
 static void route_search(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
-    json_t *o = parse_body(srv, rq, rs);
+    json_t *o = dd_parse_body(srv, rq, rs);
     if (!o) return;
     const char *query = NULL, *coll = NULL;
     int k = srv->cfg.k;
@@ -273,14 +273,14 @@ static void route_search(dd_server *srv, const dd_req *rq, dd_resp *rs)
     idx_hit *hits = NULL;
     float *vec = NULL;
     doc_err e = {0};
-    if (str_field(o, "query", 1, &query, rs) || str_field(o, "collection", 0, &coll, rs) ||
-        int_field(o, "k", 1, 100, &k, rs))
+    if (dd_str_field(o, "query", 1, &query, rs) || dd_str_field(o, "collection", 0, &coll, rs) ||
+        dd_int_field(o, "k", 1, 100, &k, rs))
         goto done;
     if (!*query || strlen(query) > RAG_QUESTION_MAX || !utf8_valid(query, strlen(query))) {
         dd_error(rs, 400, "bad_field", "field query: 1..%d bytes of UTF-8", RAG_QUESTION_MAX);
         goto done;
     }
-    if (scope(srv, rq, coll, &ids, &n, rs)) goto done;
+    if (dd_scope(srv, rq, coll, &ids, &n, rs)) goto done;
     json_t *arr = json_array();
     if (n) {
         vec = malloc((size_t)llm_embed_dim(srv->embedder) * sizeof *vec);
@@ -320,7 +320,7 @@ done:
 
 /* ---- ask ------------------------------------------------------------------- */
 
-static json_t *passages_json(const rag_passage *p, int n, int cited_only)
+json_t *dd_passages_json(const rag_passage *p, int n, int cited_only)
 {
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
@@ -359,7 +359,7 @@ static json_t *answer_json(const rag_answer *a)
         "{s:s,s:s,s:o,s:b,s:b,s:o,s:b,s:i,s:i,s:o,s:o,s:i,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},"
         "s:{s:i,s:i}}",
         "answer", a->text ? a->text : "", "query", a->query ? a->query : "", "citations",
-        passages_json(a->passages, a->n_passages, 1), "grounded", a->grounded, "refused",
+        dd_passages_json(a->passages, a->n_passages, 1), "grounded", a->grounded, "refused",
         a->refused, "refusal_category", a->refused ? json_string(a->refusal_category) : json_null(),
         "not_found", a->not_found != RAG_FOUND, "unsupported_sentences", a->n_unsupported,
         "redacted", a->n_redacted, "dropped_sources", dropped, "flagged_sources", flagged,
@@ -369,17 +369,9 @@ static json_t *answer_json(const rag_answer *a)
         t->total, "usage", "prompt_tokens", a->prompt_tokens, "completion_tokens", a->answer_tokens);
 }
 
-typedef struct ask_job {
-    dd_server *srv;
-    dd_stream *stream;          /* NULL: a JSON reply */
-    char *question;
-    int64_t *ids;
-    int n_ids, k;
-} ask_job;
-
 static int job_text(void *ud, const char *text, size_t len)
 {
-    ask_job *j = ud;
+    dd_job *j = ud;
     if (j->stream) {
         dd_stream_event(j->stream, "token", json_pack("{s:s%}", "text", text, len));
         return j->stream->cancel || j->srv->stopping;
@@ -389,19 +381,23 @@ static int job_text(void *ud, const char *text, size_t len)
 
 static void job_sources(void *ud, const struct rag_passage *p, int n)
 {
-    ask_job *j = ud;
-    if (j->stream) dd_stream_event(j->stream, "sources", json_pack("{s:o}", "sources", passages_json(p, n, 0)));
+    dd_job *j = ud;
+    if (j->stream) dd_stream_event(j->stream, "sources", json_pack("{s:o}", "sources", dd_passages_json(p, n, 0)));
 }
 
-/* run_ask: the answer under srv->work; fills a (and returns rag's status) */
-static int run_ask(ask_job *j, rag_answer *a, doc_err *e)
+/* dd_run_ask: the answer under srv->work; fills a (and returns rag's status) */
+int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
 {
     dd_server *srv = j->srv;
     pthread_mutex_lock(&srv->work);
     rag_env env = {.store = srv->store, .embedder = srv->embedder, .generator = srv->generator,
                    .prompts = srv->prompts, .opts = srv->opts};
+    if (j->answer_tokens > 0 && j->answer_tokens < env.opts.answer_tokens)
+        env.opts.answer_tokens = j->answer_tokens;
     rag_request rr = {.question = j->question, .collections = j->ids, .n_collections = j->n_ids,
-                      .k = j->k, .on_text = job_text, .on_sources = job_sources, .ud = j,
+                      .k = j->k, .history = j->history, .n_history = j->n_history,
+                      .on_text = j->on_text ? j->on_text : job_text,
+                      .on_sources = j->on_text ? NULL : job_sources, .ud = j,
                       .cancel = j->stream ? &j->stream->cancel : NULL};
     int rc = rag_answer_question(&env, &rr, a, e);
     pthread_mutex_unlock(&srv->work);
@@ -411,22 +407,52 @@ static int run_ask(ask_job *j, rag_answer *a, doc_err *e)
     return rc;
 }
 
-static void job_free(ask_job *j)
+void dd_job_free(dd_job *j)
 {
     free(j->question);
     free(j->ids);
     free(j);
 }
 
+int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs)
+{
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&srv->stats);
+    srv->producers++;
+    pthread_mutex_unlock(&srv->stats);
+    int rc = pthread_create(&th, &at, fn, j);
+    pthread_attr_destroy(&at);
+    if (rc) {
+        dd_producer_done(srv);
+        dd_stream_release(j->stream);
+        dd_stream_release(j->stream);
+        j->stream = NULL;
+        dd_error(rs, 503, "busy", "could not start the answer");
+        return -1;
+    }
+    rs->stream = j->stream; /* the server's reference */
+    return 0;
+}
+
+void dd_producer_done(dd_server *srv)
+{
+    pthread_mutex_lock(&srv->stats);
+    if (--srv->producers == 0) pthread_cond_broadcast(&srv->producers_done);
+    pthread_mutex_unlock(&srv->stats);
+}
+
 static void *ask_thread(void *arg)
 {
-    ask_job *j = arg;
+    dd_job *j = arg;
     rag_answer a = {0};
     doc_err e = {0};
-    int rc = run_ask(j, &a, &e);
+    int rc = dd_run_ask(j, &a, &e);
     if (rc == DOC_OK) {
         dd_stream_event(j->stream, "citations", json_pack("{s:o}", "citations",
-                                                          passages_json(a.passages, a.n_passages, 1)));
+                                                          dd_passages_json(a.passages, a.n_passages, 1)));
         dd_stream_event(j->stream, "done", answer_json(&a));
     } else if (rc != DOC_ECANCELLED) {
         dd_stream_event(j->stream, "error", json_pack("{s:s}", "message", e.msg));
@@ -435,22 +461,20 @@ static void *ask_thread(void *arg)
     dd_stream_close(j->stream);
     dd_stream_release(j->stream);
     dd_server *srv = j->srv;
-    job_free(j);
-    pthread_mutex_lock(&srv->stats);
-    if (--srv->producers == 0) pthread_cond_broadcast(&srv->producers_done);
-    pthread_mutex_unlock(&srv->stats);
+    dd_job_free(j);
+    dd_producer_done(srv);
     return NULL;
 }
 
 static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
-    json_t *o = parse_body(srv, rq, rs);
+    json_t *o = dd_parse_body(srv, rq, rs);
     if (!o) return;
     const char *question = NULL, *coll = NULL;
     int k = 0, stream = rq->wants_sse;
-    ask_job *j = NULL;
-    if (str_field(o, "question", 1, &question, rs) || str_field(o, "collection", 0, &coll, rs) ||
-        int_field(o, "k", 1, 32, &k, rs) || bool_field(o, "stream", &stream, rs))
+    dd_job *j = NULL;
+    if (dd_str_field(o, "question", 1, &question, rs) || dd_str_field(o, "collection", 0, &coll, rs) ||
+        dd_int_field(o, "k", 1, 32, &k, rs) || dd_bool_field(o, "stream", &stream, rs))
         goto done;
     if (!(j = calloc(1, sizeof *j)) || !(j->question = strdup(question))) {
         dd_error(rs, 500, "memory", "out of memory");
@@ -459,7 +483,7 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     j->srv = srv;
     j->k = k;
     pthread_mutex_lock(&srv->work);
-    int sc = scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
+    int sc = dd_scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
     pthread_mutex_unlock(&srv->work);
     if (sc) goto done;
     if (!j->n_ids) { /* NULL collections would mean "all": never search on nothing readable */
@@ -471,38 +495,19 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
             dd_error(rs, 500, "memory", "out of memory");
             goto done;
         }
-        pthread_t th;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        pthread_mutex_lock(&srv->stats);
-        srv->producers++;
-        pthread_mutex_unlock(&srv->stats);
-        if (pthread_create(&th, &at, ask_thread, j)) {
-            pthread_mutex_lock(&srv->stats);
-            srv->producers--;
-            pthread_mutex_unlock(&srv->stats);
-            pthread_attr_destroy(&at);
-            dd_stream_release(j->stream);
-            dd_stream_release(j->stream);
-            j->stream = NULL;
-            dd_error(rs, 503, "busy", "could not start the answer");
-            goto done;
-        }
-        pthread_attr_destroy(&at);
-        rs->stream = j->stream; /* the server's reference */
-        j = NULL;               /* the thread owns it */
+        if (dd_spawn(srv, ask_thread, j, rs)) goto done;
+        j = NULL; /* the thread owns it */
         goto done;
     }
     rag_answer a = {0};
     doc_err e = {0};
-    int rc = run_ask(j, &a, &e);
+    int rc = dd_run_ask(j, &a, &e);
     if (rc == DOC_EINVAL) dd_error(rs, 400, "bad_field", "field %s", e.msg);
     else if (rc) dd_error(rs, 500, "answer", "%s", e.msg);
     else rs->json = answer_json(&a);
     rag_answer_free(&a);
 done:
-    if (j) job_free(j);
+    if (j) dd_job_free(j);
     json_decref(o);
 }
 
@@ -529,6 +534,9 @@ static const route routes[] = {
     {"GET", "/v1/documents", 1, route_documents},
     {"POST", "/v1/search", 1, route_search},
     {"POST", "/v1/ask", 0, route_ask}, /* takes the lock itself (streams outlive the call) */
+    {"POST", "/v1/chat/completions", 0, dd_route_chat},
+    {"POST", "/v1/embeddings", 1, dd_route_embeddings},
+    {"GET", "/v1/models", 0, dd_route_models},
 };
 
 void dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs)

@@ -39,10 +39,20 @@ int dd_stream_event(dd_stream *s, const char *name, json_t *data)
     json_decref(data);
     if (!txt) return DOC_ENOMEM;
     pthread_mutex_lock(&s->mu);
-    int rc = buf_printf(&s->pending, "event: %s\ndata: %s\n\n", name, txt);
+    int rc = name ? buf_printf(&s->pending, "event: %s\ndata: %s\n\n", name, txt)
+                  : buf_printf(&s->pending, "data: %s\n\n", txt);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     free(txt);
+    return rc;
+}
+
+int dd_stream_raw(dd_stream *s, const char *text)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = buf_puts(&s->pending, text);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
 

@@ -219,6 +219,11 @@ typedef struct stream {
     double t0, first;         /* call start; first hand-over (0: none yet) */
 } stream;
 
+static int is_letter(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
 /* sensitive: could this word be part of PII, a secret, a link or a marker? */
 static int sensitive(const char *w, size_t n)
 {
@@ -227,6 +232,8 @@ static int sensitive(const char *w, size_t n)
         int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80 || c == '.' ||
                     c == ',' || c == ';' || c == '!' || c == '?' || c == '\'' || c == '"' ||
                     c == '*' || c == '`' || c == ')';
+        /* a hyphen between letters ("write-ahead") is plain; "-----BEGIN" is not */
+        if (c == '-' && i > 0 && i + 1 < n && is_letter(w[i - 1]) && is_letter(w[i + 1])) plain = 1;
         if (!plain) return 1;
     }
     return 0;

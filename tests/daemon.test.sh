@@ -4,7 +4,9 @@
 # (sqlite3-doc pages and the PostgreSQL tutorial, plus a confidential note
 # planted in the second).
 #
-# Checks, through curl --unix-socket:
+# Checks, through curl --unix-socket and the `openai` Python client
+# (tests/openai_client.py: models, chat completions JSON and streamed with a
+# follow-up, embeddings, unknown model, bad conversation):
 #   - every route: /healthz, /v1/status, /v1/collections (GET, POST),
 #     /v1/documents, /v1/search, /v1/ask as JSON and as server-sent events
 #     (sources, token..., citations, done, in that order);
@@ -120,6 +122,20 @@ ev = [l[7:] for l in open(sys.argv[1]).read().splitlines() if l.startswith("even
 assert ev[0] == "sources" and ev[-2:] == ["citations", "done"], ev[:3] + ev[-3:]
 assert "token" in ev and set(ev[1:-2]) == {"token"}, set(ev)
 EOF
+
+# ---- the OpenAI routes through the real `openai` client --------------------
+PY=python3
+if ! python3 -c 'import openai' 2>/dev/null; then
+    # a private environment under the build folder (Debian's python refuses pip installs)
+    V="$root/$B/venv-openai"
+    [ -x "$V/bin/python" ] || { python3 -m venv "$V" && "$V/bin/pip" install -q openai; } > "$T/venv.log" 2>&1
+    PY="$V/bin/python"
+fi
+if "$PY" -c 'import openai' 2>/dev/null; then
+    "$PY" "$root/tests/openai_client.py" "$SOCK" || bad "the openai client checks (above)"
+else
+    bad "the openai package could not be installed: $(tail -2 "$T/venv.log")"
+fi
 
 # ---- errors ---------------------------------------------------------------
 err() { # expected status, code, body, [extra curl args]
