@@ -107,6 +107,11 @@ DAEMON_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmic
 $(BUILD)/docentd: $(DAEMON_OBJ) $(BUILD)/libdocent.a
 	$(CC) $(CFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/libdocent.a $(LDLIBS) $(DAEMON_LIBS)
 
+# test_systemd tests daemon/systemd.c, which is not in libdocent.a
+$(BUILD)/tests/test_systemd: tests/unit/test_systemd.c $(BUILD)/obj/daemon/systemd.o $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/obj/daemon/systemd.o $(BUILD)/libdocent.a $(LDLIBS) -lcmocka
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS) -lcmocka

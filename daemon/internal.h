@@ -28,6 +28,18 @@
 #include "prompts/prompts.h"
 #include "rag/rag.h"
 
+/* Prometheus histograms: cumulative bucket counts, sum and count */
+enum { DD_BUCKETS = 12, DD_MAX_ROUTES = 24, DD_STAGES = 5 };
+typedef struct dd_hist {
+    int64_t bucket[DD_BUCKETS]; /* le 0.005 .. 10, +Inf */
+    double sum;
+    int64_t count;
+} dd_hist;
+void dd_hist_add(dd_hist *h, double seconds);
+extern const double dd_hist_bounds[DD_BUCKETS - 1];
+/* answer stages recorded per answer: retrieve, prefill, decode, first text, total */
+extern const char *const dd_stage_names[DD_STAGES];
+
 typedef struct dd_server {
     doc_config cfg;
     idx_store *store;
@@ -43,6 +55,10 @@ typedef struct dd_server {
     int64_t n_requests, n_errors, n_tokens;
     int in_flight;
     int producers;              /* streamed answers still running (under stats) */
+    int64_t route_requests[DD_MAX_ROUTES], route_errors[DD_MAX_ROUTES];
+    dd_hist route_latency[DD_MAX_ROUTES];
+    dd_hist stage[DD_STAGES];
+    int64_t n_refused, n_not_found, n_prompt_tokens;
     pthread_cond_t producers_done;
 } dd_server;
 
@@ -101,7 +117,12 @@ void dd_error(dd_resp *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* routes.c */
-void dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs);
+/* dd_route: run the route for rq; returns its index in the table (for the
+ * per-route metrics), -1 when none matched */
+int dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs);
+/* dd_route_name: "POST /v1/ask" for an index */
+const char *dd_route_name(int idx, char *out, size_t cap);
+int dd_route_count(void);
 /* the helpers the route files share: a POST body as a JSON object (or NULL
  * with rs holding the error), typed fields (0 ok; absent fields keep *out),
  * the caller's readable collections (dd_readable, errors into rs) */

@@ -8,6 +8,9 @@
  * not be writable by others (it is created 0750 when missing); the socket is
  * 0660, owned by [daemon] socket_group when set.  A socket file left by a dead
  * daemon is replaced; a live one makes this start fail.
+ * Under systemd (etc/docentd.socket, .service) the listening socket may be
+ * passed in (socket activation) and readiness is reported with sd_notify's
+ * protocol (daemon/systemd.c).
  * SIGTERM / SIGINT: stop accepting, stop in-flight generation, close the
  * store, exit 0.  SIGHUP: reload the prompt templates.
  */
@@ -25,6 +28,7 @@
 #include <unistd.h>
 
 #include "daemon/internal.h"
+#include "daemon/systemd.h"
 #include "ingest/ingest.h"
 
 /* set by signal handlers (the program's only mutable globals) */
@@ -224,7 +228,7 @@ int main(int argc, char **argv)
 
     dd_server *srv = calloc(1, sizeof *srv);
     doc_err e = {0};
-    int fd = -1, rc = 1;
+    int fd = -1, rc = 1, activated = 0;
     if (!srv) return 1;
     pthread_mutex_init(&srv->work, NULL);
     pthread_mutex_init(&srv->stats, NULL);
@@ -266,12 +270,16 @@ int main(int argc, char **argv)
     sa.sa_handler = on_hup;
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* socket activation first: systemd's socket, else our own */
+    if ((activated = dd_listen_fd(&fd, &e)) < 0) goto fail;
     if (open_everything(srv, &e)) goto fail;
-    if (open_socket(srv, &fd, &e)) goto fail;
+    if (!activated && open_socket(srv, &fd, &e)) goto fail;
     srv->started = time_now();
-    fprintf(stderr, "docentd: serving %s on %s (pid %d)\n", srv->cfg.data_dir, srv->cfg.socket_path,
-            (int)getpid());
+    fprintf(stderr, "docentd: serving %s on %s (pid %d)\n", srv->cfg.data_dir,
+            activated ? "the socket systemd passed" : srv->cfg.socket_path, (int)getpid());
+    dd_notify("READY=1"); /* failures are the manager's business, not fatal */
     if (dd_serve(srv, fd, &g_stop, &g_hup, &e)) goto fail;
+    dd_notify("STOPPING=1");
     fprintf(stderr, "docentd: stopped\n");
     rc = 0;
     goto done;
@@ -281,7 +289,7 @@ fail:
 done:
     if (fd >= 0) {
         close(fd);
-        unlink(srv->cfg.socket_path);
+        if (!activated) unlink(srv->cfg.socket_path); /* systemd owns an activated one */
     }
     /* streamed answers still running see srv->stopping and end within a
      * token; wait for the last one before closing what they use */

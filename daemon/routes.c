@@ -5,12 +5,16 @@
  *   GET  /v1/status         models, collections the caller can read, counters, uptime
  *   GET  /v1/collections    collections the caller can read (admins: all), with counts
  *   POST /v1/collections    {"name", "readers"?}: create one or set its readers (admins)
- *   GET  /v1/documents      documents of the readable collections
+ *   GET  /v1/documents      documents of the readable collections (admins: all)
  *   POST /v1/search         {"query", "k"?, "collection"?} -> ranked passages
+ *   DELETE /v1/documents/ID a document and its chunks and vectors (admins)
+ *   GET  /metrics           Prometheus text: requests, errors and latency per route,
+ *                           answer stage histograms, tokens, refusals, in flight
  *   POST /v1/ask            {"question", "k"?, "collection"?, "stream"?} -> the answer,
  *                           as JSON or as server-sent events (sources, token,
  *                           citations, done) with "stream": true or
  *                           Accept: text/event-stream
+ *   and the OpenAI-compatible routes of openai.c
  *
  * Every route that reads the store restricts it to the collections the
  * caller may read (dd_readable) before anything is retrieved: an unreadable
@@ -236,7 +240,15 @@ static void route_documents(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     int64_t *ids = NULL;
     int n = 0;
-    if (dd_scope(srv, rq, NULL, &ids, &n, rs)) return;
+    if (dd_is_admin(srv, &rq->caller)) { /* admins manage every collection: they list all */
+        if (!(ids = malloc(sizeof *ids))) {
+            dd_error(rs, 500, "memory", "out of memory");
+            return;
+        }
+        ids[n++] = 0; /* idx_doc_list: 0 is every collection */
+    } else if (dd_scope(srv, rq, NULL, &ids, &n, rs)) {
+        return;
+    }
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
         idx_doc *docs = NULL;
@@ -403,6 +415,14 @@ int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
     pthread_mutex_unlock(&srv->work);
     pthread_mutex_lock(&srv->stats);
     srv->n_tokens += a->answer_tokens;
+    srv->n_prompt_tokens += a->prompt_tokens;
+    if (rc == DOC_OK) {
+        srv->n_refused += a->refused;
+        srv->n_not_found += a->not_found != RAG_FOUND;
+        double st[DD_STAGES] = {a->t.embed + a->t.retrieve, a->t.prefill, a->t.decode,
+                                a->t.first_text, a->t.total};
+        for (int i = 0; i < DD_STAGES; i++) dd_hist_add(&srv->stage[i], st[i]);
+    }
     pthread_mutex_unlock(&srv->stats);
     return rc;
 }
@@ -511,6 +531,112 @@ done:
     json_decref(o);
 }
 
+/* ---- metrics ------------------------------------------------------------------ */
+
+const double dd_hist_bounds[DD_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                               0.5,   1,    2.5,   5,    10};
+const char *const dd_stage_names[DD_STAGES] = {"retrieve", "prefill", "decode", "first_text",
+                                               "total"};
+
+void dd_hist_add(dd_hist *h, double s)
+{
+    for (int i = 0; i < DD_BUCKETS; i++)
+        if (i == DD_BUCKETS - 1 || s <= dd_hist_bounds[i]) h->bucket[i]++;
+    h->sum += s;
+    h->count++;
+}
+
+static void hist_text(buf *b, const char *name, const char *labels, const dd_hist *h)
+{
+    for (int i = 0; i < DD_BUCKETS; i++) {
+        char le[32];
+        if (i < DD_BUCKETS - 1) snprintf(le, sizeof le, "%g", dd_hist_bounds[i]);
+        else snprintf(le, sizeof le, "+Inf");
+        buf_printf(b, "%s_bucket{%s%sle=\"%s\"} %lld\n", name, labels, *labels ? "," : "", le,
+                   (long long)h->bucket[i]);
+    }
+    buf_printf(b, "%s_sum%s%s%s %.6f\n", name, *labels ? "{" : "", labels, *labels ? "}" : "", h->sum);
+    buf_printf(b, "%s_count%s%s%s %lld\n", name, *labels ? "{" : "", labels, *labels ? "}" : "",
+               (long long)h->count);
+}
+
+/* GET /metrics: Prometheus text format */
+static void route_metrics(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    (void)rq;
+    buf b;
+    buf_init(&b, 0);
+    char name[96], lab[128];
+    pthread_mutex_lock(&srv->stats);
+    buf_puts(&b, "# HELP docent_requests_total Requests per route.\n# TYPE docent_requests_total counter\n");
+    for (int i = 0; i < dd_route_count() && i < DD_MAX_ROUTES; i++)
+        buf_printf(&b, "docent_requests_total{route=\"%s\"} %lld\n", dd_route_name(i, name, sizeof name),
+                   (long long)srv->route_requests[i]);
+    buf_puts(&b, "# HELP docent_request_errors_total Replies with status >= 400 per route.\n"
+                 "# TYPE docent_request_errors_total counter\n");
+    for (int i = 0; i < dd_route_count() && i < DD_MAX_ROUTES; i++)
+        buf_printf(&b, "docent_request_errors_total{route=\"%s\"} %lld\n",
+                   dd_route_name(i, name, sizeof name), (long long)srv->route_errors[i]);
+    buf_printf(&b, "# HELP docent_errors_total Replies with status >= 400, routed or not.\n"
+                   "# TYPE docent_errors_total counter\ndocent_errors_total %lld\n",
+               (long long)srv->n_errors);
+    buf_puts(&b, "# HELP docent_request_seconds Time to the reply's headers per route.\n"
+                 "# TYPE docent_request_seconds histogram\n");
+    for (int i = 0; i < dd_route_count() && i < DD_MAX_ROUTES; i++) {
+        snprintf(lab, sizeof lab, "route=\"%s\"", dd_route_name(i, name, sizeof name));
+        hist_text(&b, "docent_request_seconds", lab, &srv->route_latency[i]);
+    }
+    buf_puts(&b, "# HELP docent_answer_stage_seconds Time per stage of the answers.\n"
+                 "# TYPE docent_answer_stage_seconds histogram\n");
+    for (int i = 0; i < DD_STAGES; i++) {
+        snprintf(lab, sizeof lab, "stage=\"%s\"", dd_stage_names[i]);
+        hist_text(&b, "docent_answer_stage_seconds", lab, &srv->stage[i]);
+    }
+    buf_printf(&b,
+               "# TYPE docent_generated_tokens_total counter\ndocent_generated_tokens_total %lld\n"
+               "# TYPE docent_prompt_tokens_total counter\ndocent_prompt_tokens_total %lld\n"
+               "# TYPE docent_refusals_total counter\ndocent_refusals_total %lld\n"
+               "# TYPE docent_not_found_total counter\ndocent_not_found_total %lld\n"
+               "# TYPE docent_in_flight gauge\ndocent_in_flight %d\n"
+               "# TYPE docent_streams_running gauge\ndocent_streams_running %d\n"
+               "# TYPE docent_uptime_seconds gauge\ndocent_uptime_seconds %.1f\n",
+               (long long)srv->n_tokens, (long long)srv->n_prompt_tokens, (long long)srv->n_refused,
+               (long long)srv->n_not_found, srv->in_flight, srv->producers,
+               time_now() - srv->started);
+    pthread_mutex_unlock(&srv->stats);
+    rs->text = buf_steal(&b, NULL);
+    rs->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    if (!rs->text) dd_error(rs, 500, "memory", "out of memory");
+}
+
+/* DELETE /v1/documents/{id} (admins) */
+static void route_document_delete(dd_server *srv, const dd_req *rq, dd_resp *rs)
+{
+    if (!dd_is_admin(srv, &rq->caller)) {
+        dd_error(rs, 403, "not_admin", "deleting documents needs an admin ([daemon] admins)");
+        return;
+    }
+    const char *idtxt = rq->path + strlen("/v1/documents/");
+    char *end;
+    long long id = strtoll(idtxt, &end, 10);
+    if (!*idtxt || *end || id <= 0) {
+        dd_error(rs, 400, "bad_path", "/v1/documents/{id}: %s is not a document id", idtxt);
+        return;
+    }
+    idx_doc d = {0};
+    if (idx_doc_get(srv->store, id, &d)) {
+        dd_error(rs, 404, "no_document", "document %lld: not found", id);
+        return;
+    }
+    int rc = idx_begin(srv->store);
+    if (rc == DOC_OK) rc = idx_doc_remove(srv->store, id);
+    if (rc == DOC_OK) rc = idx_commit(srv->store);
+    else idx_rollback(srv->store);
+    if (rc) dd_error(rs, 500, "store", "delete: %s", idx_errmsg(srv->store));
+    else rs->json = json_pack("{s:I,s:s,s:b}", "id", (json_int_t)id, "uri", d.uri, "deleted", 1);
+    idx_doc_clear(&d);
+}
+
 /* ---- the table ------------------------------------------------------------- */
 
 typedef struct route {
@@ -537,21 +663,39 @@ static const route routes[] = {
     {"POST", "/v1/chat/completions", 0, dd_route_chat},
     {"POST", "/v1/embeddings", 1, dd_route_embeddings},
     {"GET", "/v1/models", 0, dd_route_models},
+    {"GET", "/metrics", 0, route_metrics},
+    {"DELETE", "/v1/documents/", 1, route_document_delete}, /* a trailing '/': a prefix */
 };
 
-void dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs)
+int dd_route_count(void)
+{
+    return (int)(sizeof routes / sizeof routes[0]);
+}
+
+const char *dd_route_name(int idx, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s %s", routes[idx].method, routes[idx].path);
+    return out;
+}
+
+int dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     int path_known = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].path, rq->path)) continue;
+        int prefix = routes[i].path[strlen(routes[i].path) - 1] == '/';
+        if (prefix ? strncmp(routes[i].path, rq->path, strlen(routes[i].path)) ||
+                         !rq->path[strlen(routes[i].path)]
+                   : strcmp(routes[i].path, rq->path))
+            continue;
         path_known = 1;
         if (strcmp(routes[i].method, rq->method)) continue;
         rs->status = 200;
         if (routes[i].store) pthread_mutex_lock(&srv->work);
         routes[i].fn(srv, rq, rs);
         if (routes[i].store) pthread_mutex_unlock(&srv->work);
-        return;
+        return (int)i;
     }
     if (path_known) dd_error(rs, 405, "method", "%s %s: method not allowed", rq->method, rq->path);
     else dd_error(rs, 404, "no_route", "%s: no such route", rq->path);
+    return -1;
 }

@@ -237,13 +237,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                  srv->cfg.max_body_kb);
     else if (!rq.caller.known)
         dd_error(&rs, 403, "no_credentials", "the caller's credentials are unavailable");
-    else
-        dd_route(srv, &rq, &rs);
-    if (rs.status >= 400) {
-        pthread_mutex_lock(&srv->stats);
-        srv->n_errors++;
-        pthread_mutex_unlock(&srv->stats);
+    double t0 = time_now();
+    int idx = -1;
+    if (!cn->too_big && rq.caller.known) idx = dd_route(srv, &rq, &rs);
+    pthread_mutex_lock(&srv->stats);
+    if (rs.status >= 400) srv->n_errors++;
+    if (idx >= 0 && idx < DD_MAX_ROUTES) {
+        srv->route_requests[idx]++;
+        srv->route_errors[idx] += rs.status >= 400;
+        dd_hist_add(&srv->route_latency[idx], time_now() - t0);
     }
+    pthread_mutex_unlock(&srv->stats);
     log_info("%s uid %u %s %s -> %d", rq.id, (unsigned)rq.caller.uid, method, url, rs.status);
     enum MHD_Result ok = send_resp(c, &rs, rq.id);
     json_decref(rs.json);

@@ -15,6 +15,7 @@
  * state change is one datagram of "KEY=VALUE" lines.  The kernel attaches the
  * sender's credentials on request of the receiver (SO_PASSCRED), which is how
  * systemd knows the message comes from the main pid (NotifyAccess=main).
+ * Sends never block: a lost notification is better than a stuck daemon.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -156,7 +157,9 @@ int dd_notify(const char *state)
     int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) return DOC_EIO;
     size_t len = strlen(state);
-    ssize_t w = sendto(s, state, len, MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+    /* MSG_DONTWAIT: a manager that stopped reading (its queue full) makes
+     * this fail with EAGAIN instead of hanging the daemon */
+    ssize_t w = sendto(s, state, len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa, salen);
     int saved = errno;
     close(s);
     errno = saved;

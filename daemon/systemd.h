@@ -46,7 +46,8 @@ int dd_listen_fd(int *fd, doc_err *err);
  * is unset or empty, and a negative DOC_E* code on failure: DOC_EINVAL (state
  * NULL or empty), DOC_EUNSUPPORTED (an address that is neither '/' nor '@',
  * e.g. "vsock:"), DOC_ELIMIT (address longer than sun_path), DOC_EIO (socket
- * or send failed; errno is left set).  A failure is for the caller to log,
+ * or send failed, e.g. the manager's queue is full: the send never blocks;
+ * errno is left set).  A failure is for the caller to log,
  * never to stop on.  Reads the environment only; safe to call from any thread
  * as long as nothing changes NOTIFY_SOCKET meanwhile.
  *

@@ -8,8 +8,9 @@
 # (tests/openai_client.py: models, chat completions JSON and streamed with a
 # follow-up, embeddings, unknown model, bad conversation):
 #   - every route: /healthz, /v1/status, /v1/collections (GET, POST),
-#     /v1/documents, /v1/search, /v1/ask as JSON and as server-sent events
-#     (sources, token..., citations, done, in that order);
+#     /v1/documents (GET, DELETE), /v1/search, /v1/ask as JSON and as
+#     server-sent events (sources, token..., citations, done, in that order),
+#     /metrics;
 #   - errors are JSON with a fitting status naming the problem: malformed JSON
 #     (with its position), a missing or mistyped field, a body over
 #     max_body_kb (413), nesting over max_json_depth, unknown route, method;
@@ -185,6 +186,24 @@ else
     echo "note: access checks skipped (need root, useradd and runuser)"
 fi
 
+# ---- delete, metrics ----------------------------------------------------------
+did=$("${C[@]}" http://d/v1/documents | j '[x["id"] for x in d["documents"] if x["uri"].endswith("lang_upsert.html")][0]')
+if [ $multi -eq 1 ]; then
+    out=$(as "$UA" -w ' %{http_code}' -X DELETE "http://d/v1/documents/$did")
+    [[ $out == *403 ]] && ok "non-admin cannot delete" || bad "non-admin delete: $out"
+fi
+out=$("${C[@]}" -w ' %{http_code}' -X DELETE "http://d/v1/documents/$did")
+n=$("${C[@]}" http://d/v1/documents | j 'len(d["documents"])')
+r=$("${C[@]}" -X POST http://d/v1/search -d '{"query": "UPSERT ON CONFLICT DO UPDATE", "k": 10}')
+[[ $out == *200 ]] && [ "$n" = 5 ] && ! echo "$r" | grep -q lang_upsert.html \
+    && ok "DELETE /v1/documents/$did: gone from documents and search" || bad "delete: $out, $n documents"
+out=$("${C[@]}" -w ' %{http_code}' -X DELETE "http://d/v1/documents/$did"); [[ $out == *404 ]] && ok "deleting it again: 404" || bad "second delete: $out"
+m=$("${C[@]}" http://d/metrics)
+echo "$m" | grep -q '^docent_requests_total{route="POST /v1/ask"} [1-9]' &&
+    echo "$m" | grep -q '^docent_answer_stage_seconds_count{stage="first_text"} [1-9]' &&
+    echo "$m" | grep -q '^docent_generated_tokens_total [1-9]' && ok "metrics: requests, stage histograms, tokens" \
+    || bad "metrics: $(echo "$m" | head -5)"
+
 # ---- robustness -------------------------------------------------------------
 "${C[@]}" -N --max-time 1 -X POST http://d/v1/ask -H 'Accept: text/event-stream' \
     -d '{"question": "Explain every detail of write-ahead logging."}' > /dev/null 2>&1
@@ -197,6 +216,15 @@ for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 wait "$pid"; rc=$?
 pid=""
 [ $rc -eq 0 ] && [ ! -e "$SOCK" ] && ok "SIGTERM: exit 0, socket removed" || bad "SIGTERM: exit $rc, socket $(ls "$SOCK" 2>&1)"
-grep -q "r[0-9]" "$T/docentd.log" || true
+# socket activation (systemd's protocol, through systemd-socket-activate)
+if command -v systemd-socket-activate >/dev/null; then
+    systemd-socket-activate -l "$T/run/act.sock" "$DD" --data "$T/data" "${O[@]}" > "$T/act.log" 2>&1 &
+    apid=$!
+    for _ in $(seq 1 50); do [ -S "$T/run/act.sock" ] && break; sleep 0.1; done
+    r=$(curl -s --max-time 60 --unix-socket "$T/run/act.sock" http://d/healthz)
+    kill -TERM $apid 2>/dev/null; wait $apid 2>/dev/null
+    [ "$r" = '{"status":"ok"}' ] && grep -q "socket systemd passed" "$T/act.log" \
+        && ok "socket activation: served on the passed socket" || bad "socket activation: $r $(cat "$T/act.log")"
+fi
 echo "daemon: $fails failures"
 [ $fails -eq 0 ]
