@@ -56,6 +56,8 @@ static const opt opts[] = {
     O("daemon", "socket", T_PATH, socket_path, 0, 0, "/run/docent/docentd.sock"),
     O("daemon", "socket_group", T_STR, socket_group, 0, 0, ""),
     O("daemon", "admins", T_STR, admins, 0, 0, ""),
+    O("daemon", "http", T_STR, http_addr, 0, 0, ""),
+    O("daemon", "api_keys", T_STR, api_keys, 0, 0, ""),
     O("daemon", "max_body_kb", T_INT, max_body_kb, 1, 1 << 20, "1024"),
     O("daemon", "max_json_depth", T_INT, max_json_depth, 2, 1000, "32"),
     O("daemon", "max_connections", T_INT, max_connections, 1, 65536, "64"),

@@ -46,7 +46,9 @@ typedef struct doc_config {
     /* [daemon] */
     char socket_path[1024];     /* the Unix socket docentd serves */
     char socket_group[64];      /* group owning the socket ("": the daemon's) */
-    char admins[512];           /* "user:NAME,group:NAME,uid:N": may ingest, delete, change */
+    char admins[512];           /* "user:NAME,group:NAME,uid:N,key:NAME": may ingest, delete, change */
+    char http_addr[128];        /* "ADDR:PORT" for TCP clients ("": none) */
+    char api_keys[2048];        /* "NAME:SECRET,...": TCP callers' bearer tokens */
     int max_body_kb;            /* request bodies over this are refused (413) */
     int max_json_depth;         /* deeper JSON bodies are refused (400) */
     int max_connections;        /* concurrent connections */

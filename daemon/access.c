@@ -5,6 +5,7 @@
  * group change takes effect without a restart).
  */
 #include <grp.h>
+#include <stdio.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ static int entry_matches(const char *e, size_t n, const dd_caller *c)
 {
     char v[256];
     if (n == 1 && e[0] == '*') return 1;
+    if (n > 4 && !memcmp(e, "key:", 4))
+        return c->tcp && c->key[0] && strlen(c->key) == n - 4 && !memcmp(c->key, e + 4, n - 4);
+    if (c->tcp) return 0; /* uids mean nothing on TCP */
     if (n > 4 && !memcmp(e, "uid:", 4)) {
         snprintf(v, sizeof v, "%.*s", (int)(n - 4), e + 4);
         char *end;
@@ -70,9 +74,39 @@ int dd_list_matches(const char *list, const dd_caller *c)
     return 0;
 }
 
+int dd_key_lookup(const char *keys, const char *secret, char *name, size_t cap)
+{
+    size_t sl = strlen(secret);
+    int found = 0;
+    const char *s = keys;
+    while (*s) {
+        while (*s == ' ' || *s == ',') s++;
+        const char *e = s;
+        while (*e && *e != ',') e++;
+        const char *colon = memchr(s, ':', (size_t)(e - s));
+        if (colon) {
+            const char *k = colon + 1;
+            size_t kl = (size_t)(e - k);
+            while (kl && k[kl - 1] == ' ') kl--;
+            /* every byte of the longer one is looked at: no early exit */
+            unsigned char diff = (unsigned char)(kl != sl);
+            size_t m = kl > sl ? kl : sl;
+            for (size_t i = 0; i < m; i++)
+                diff |= (unsigned char)((i < kl ? k[i] : 0) ^ (i < sl ? secret[i] : 0));
+            if (!diff && kl && !found) {
+                snprintf(name, cap, "%.*s", (int)(colon - s), s);
+                found = 1;
+            }
+        }
+        s = e;
+    }
+    return found;
+}
+
 int dd_is_admin(const dd_server *srv, const dd_caller *c)
 {
     if (!c->known) return 0;
+    if (c->tcp) return c->key[0] && dd_list_matches(srv->cfg.admins, c);
     return c->uid == 0 || c->uid == srv->self_uid || dd_list_matches(srv->cfg.admins, c);
 }
 

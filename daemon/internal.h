@@ -62,12 +62,14 @@ typedef struct dd_server {
     pthread_cond_t producers_done;
 } dd_server;
 
-/* The caller, from SO_PEERCRED on the Unix socket. */
+/* The caller: from SO_PEERCRED on the Unix socket, from its API key on TCP. */
 typedef struct dd_caller {
     int known;                  /* 0: credentials unavailable (refused) */
+    int tcp;                    /* 1: a TCP caller: uid/gid mean nothing, key names it */
     uid_t uid;
     gid_t gid;
     pid_t pid;
+    char key[64];               /* TCP: the API key's NAME ("" without keys: anonymous) */
 } dd_caller;
 
 /* A request as the routes see it. */
@@ -164,8 +166,9 @@ void dd_route_embeddings(dd_server *srv, const dd_req *rq, dd_resp *rs);
 void dd_route_models(dd_server *srv, const dd_req *rq, dd_resp *rs);
 
 /* access.c */
-/* dd_reader_matches: does caller match one entry of a readers/admins list
- * ("*", "uid:N", "user:NAME", "group:NAME", comma-separated)? */
+/* dd_list_matches: does caller match one entry of a readers/admins list
+ * ("*", "uid:N", "user:NAME", "group:NAME", "key:NAME", comma-separated)?
+ * uid/user/group entries never match a TCP caller; key entries only match one. */
 int dd_list_matches(const char *list, const dd_caller *c);
 /* dd_is_admin: root, the daemon's own user, or [daemon] admins. */
 int dd_is_admin(const dd_server *srv, const dd_caller *c);
@@ -180,9 +183,13 @@ int dd_readable(dd_server *srv, const dd_caller *c, const char *name, int64_t **
 void dd_reload(dd_server *srv);
 
 /* server.c */
-/* dd_serve: serve on the bound, listening Unix socket fd until *stop (set by
- * a signal handler); *hup set means: reload the prompts (then cleared). */
-int dd_serve(dd_server *srv, int fd, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
-             doc_err *err);
+/* dd_serve: serve on the bound, listening Unix socket fd (and the TCP socket
+ * tcp_fd unless -1) until *stop (set by a signal handler); *hup set means:
+ * reload the prompts (then cleared). */
+int dd_serve(dd_server *srv, int fd, int tcp_fd, volatile sig_atomic_t *stop,
+             volatile sig_atomic_t *hup, doc_err *err);
+/* dd_key_lookup: the NAME of the configured key equal to secret (compared in
+ * time independent of where they differ), into name; 0 when none matches */
+int dd_key_lookup(const char *keys, const char *secret, char *name, size_t cap);
 
 #endif

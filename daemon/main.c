@@ -18,6 +18,9 @@
 #include <getopt.h>
 #include <grp.h>
 #include <libgen.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +50,11 @@ static void on_hup(int sig)
 }
 
 static const char usage[] =
-    "usage: docentd [--config FILE] [--socket PATH] [--data DIR] [-o SECTION.KEY=VALUE]...\n"
-    "               [--check-config]\n"
-    "  serve docent's HTTP API on a Unix socket ([daemon] socket in the config).\n"
+    "usage: docentd [--config FILE] [--socket PATH] [--data DIR] [--http ADDR:PORT]\n"
+    "               [-o SECTION.KEY=VALUE]... [--check-config]\n"
+    "  serve docent's HTTP API on a Unix socket ([daemon] socket in the config) and,\n"
+    "  with --http or [daemon] http, on TCP for chatbots (API keys: [daemon] api_keys;\n"
+    "  needed for any address but loopback).\n"
     "  --check-config   read and check the config, the models' files and the prompt\n"
     "                   templates, then exit (0: fine)\n";
 
@@ -144,6 +149,65 @@ static int open_socket(const dd_server *srv, int *out, doc_err *err)
     return DOC_OK;
 }
 
+/* open_tcp: bind and listen on [daemon] http ("ADDR:PORT", "[V6]:PORT"); an
+ * address other than loopback is refused without api_keys */
+static int open_tcp(const dd_server *srv, int *out, doc_err *err)
+{
+    char host[128];
+    const char *a = srv->cfg.http_addr, *port;
+    if (*a == '[') {
+        const char *e = strchr(a, ']');
+        if (!e || e[1] != ':') return doc_errf(err, DOC_EINVAL, "[daemon] http: '%s' (use [V6]:PORT)", a);
+        snprintf(host, sizeof host, "%.*s", (int)(e - a - 1), a + 1);
+        port = e + 2;
+    } else {
+        const char *c = strrchr(a, ':');
+        if (!c) return doc_errf(err, DOC_EINVAL, "[daemon] http: '%s' (use ADDR:PORT)", a);
+        snprintf(host, sizeof host, "%.*s", (int)(c - a), a);
+        port = c + 1;
+    }
+    char *end;
+    long pn = strtol(port, &end, 10);
+    if (!*port || *end || pn < 1 || pn > 65535)
+        return doc_errf(err, DOC_EINVAL, "[daemon] http: port '%s' (1..65535)", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
+    int g = getaddrinfo(host, port, &hints, &ai);
+    if (g) return doc_errf(err, DOC_EINVAL, "[daemon] http: %s: %s", host, gai_strerror(g));
+    int loopback = 1;
+    for (struct addrinfo *p = ai; p; p = p->ai_next) {
+        if (p->ai_family == AF_INET) {
+            uint32_t ip = ntohl(((struct sockaddr_in *)p->ai_addr)->sin_addr.s_addr);
+            loopback &= (ip >> 24) == 127;
+        } else if (p->ai_family == AF_INET6) {
+            loopback &= IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)p->ai_addr)->sin6_addr);
+        } else {
+            loopback = 0;
+        }
+    }
+    if (!loopback && !*srv->cfg.api_keys) {
+        freeaddrinfo(ai);
+        return doc_errf(err, DOC_EINVAL,
+                        "[daemon] http: %s is not a loopback address: serving it needs "
+                        "[daemon] api_keys (every TCP request then carries one)",
+                        host);
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return doc_errf(err, DOC_EIO, "socket: %s", strerror(errno));
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+        int rc = doc_errf(err, DOC_EIO, "[daemon] http: %s: %s", srv->cfg.http_addr, strerror(errno));
+        close(fd);
+        freeaddrinfo(ai);
+        return rc;
+    }
+    freeaddrinfo(ai);
+    *out = fd;
+    return DOC_OK;
+}
+
 static int open_everything(dd_server *srv, doc_err *err)
 {
     llm_opts lo = {.n_threads = srv->cfg.threads, .backend = srv->cfg.backend,
@@ -203,12 +267,13 @@ int main(int argc, char **argv)
 {
     log_init();
     log_set_filter(rag_log_filter, NULL);
-    enum { O_CONFIG = 1000, O_SOCKET, O_DATA, O_CHECK };
+    enum { O_CONFIG = 1000, O_SOCKET, O_DATA, O_CHECK, O_HTTP };
     static const struct option lo[] = {
         {"config", required_argument, 0, O_CONFIG}, {"socket", required_argument, 0, O_SOCKET},
         {"data", required_argument, 0, O_DATA},     {"check-config", no_argument, 0, O_CHECK},
+        {"http", required_argument, 0, O_HTTP},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
-    const char *config = NULL, *sock = NULL, *data = NULL, *over[32];
+    const char *config = NULL, *sock = NULL, *data = NULL, *http = NULL, *over[32];
     int n_over = 0, check = 0, c;
     while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
         switch (c) {
@@ -216,6 +281,7 @@ int main(int argc, char **argv)
         case O_SOCKET: sock = optarg; break;
         case O_DATA: data = optarg; break;
         case O_CHECK: check = 1; break;
+        case O_HTTP: http = optarg; break;
         case 'o':
             if (n_over == 32) return fputs("docentd: at most 32 -o options\n", stderr), 2;
             over[n_over++] = optarg;
@@ -228,7 +294,7 @@ int main(int argc, char **argv)
 
     dd_server *srv = calloc(1, sizeof *srv);
     doc_err e = {0};
-    int fd = -1, rc = 1, activated = 0;
+    int fd = -1, tcp_fd = -1, rc = 1, activated = 0;
     if (!srv) return 1;
     pthread_mutex_init(&srv->work, NULL);
     pthread_mutex_init(&srv->stats, NULL);
@@ -244,6 +310,11 @@ int main(int argc, char **argv)
     if (data && snprintf(srv->cfg.data_dir, sizeof srv->cfg.data_dir, "%s", data) >=
                     (int)sizeof srv->cfg.data_dir) {
         doc_errf(&e, DOC_ELIMIT, "--data: path too long");
+        goto fail;
+    }
+    if (http && snprintf(srv->cfg.http_addr, sizeof srv->cfg.http_addr, "%s", http) >=
+                    (int)sizeof srv->cfg.http_addr) {
+        doc_errf(&e, DOC_ELIMIT, "--http: address too long");
         goto fail;
     }
     if (opts_from_config(srv, &e)) goto fail;
@@ -274,11 +345,13 @@ int main(int argc, char **argv)
     if ((activated = dd_listen_fd(&fd, &e)) < 0) goto fail;
     if (open_everything(srv, &e)) goto fail;
     if (!activated && open_socket(srv, &fd, &e)) goto fail;
+    if (*srv->cfg.http_addr && open_tcp(srv, &tcp_fd, &e)) goto fail;
     srv->started = time_now();
     fprintf(stderr, "docentd: serving %s on %s (pid %d)\n", srv->cfg.data_dir,
             activated ? "the socket systemd passed" : srv->cfg.socket_path, (int)getpid());
     dd_notify("READY=1"); /* failures are the manager's business, not fatal */
-    if (dd_serve(srv, fd, &g_stop, &g_hup, &e)) goto fail;
+    if (tcp_fd >= 0) fprintf(stderr, "docentd: and on http://%s\n", srv->cfg.http_addr);
+    if (dd_serve(srv, fd, tcp_fd, &g_stop, &g_hup, &e)) goto fail;
     dd_notify("STOPPING=1");
     fprintf(stderr, "docentd: stopped\n");
     rc = 0;
@@ -287,6 +360,7 @@ fail:
     fprintf(stderr, "docentd: %s\n", e.msg[0] ? e.msg : doc_strerror(e.rc));
     rc = 1;
 done:
+    if (tcp_fd >= 0) close(tcp_fd);
     if (fd >= 0) {
         close(fd);
         if (!activated) unlink(srv->cfg.socket_path); /* systemd owns an activated one */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -136,11 +137,36 @@ typedef struct ctx {
     dd_server *srv;
 } ctx;
 
-static void peer_cred(struct MHD_Connection *c, dd_caller *out)
+/* tcp_caller: a TCP caller is named by its API key.  With keys configured a
+ * request without a valid one stays unknown (refused); without keys (loopback
+ * only) it is the anonymous caller, who matches only readers "*". */
+static void tcp_caller(dd_server *srv, struct MHD_Connection *c, dd_caller *out)
+{
+    out->tcp = 1;
+    out->uid = (uid_t)-1;
+    out->gid = (gid_t)-1;
+    if (!*srv->cfg.api_keys) {
+        out->known = 1;
+        return;
+    }
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7)) return;
+    const char *secret = auth + 7;
+    while (*secret == ' ') secret++;
+    if (*secret && dd_key_lookup(srv->cfg.api_keys, secret, out->key, sizeof out->key)) out->known = 1;
+}
+
+static void peer_cred(dd_server *srv, struct MHD_Connection *c, dd_caller *out)
 {
     memset(out, 0, sizeof *out);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci) return;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(ci->connect_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX) {
+        tcp_caller(srv, c, out);
+        return;
+    }
     struct ucred uc;
     socklen_t len = sizeof uc;
     if (getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0 && len == sizeof uc) {
@@ -211,7 +237,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!cn) { /* the headers are in: set up the body */
         if (!(cn = calloc(1, sizeof *cn))) return MHD_NO;
         buf_init(&cn->body, (size_t)srv->cfg.max_body_kb * 1024);
-        peer_cred(c, &cn->caller);
+        peer_cred(srv, c, &cn->caller);
         *state = cn;
         return MHD_YES;
     }
@@ -235,11 +261,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (cn->too_big)
         dd_error(&rs, 413, "body_too_large", "request body over [daemon] max_body_kb (%d KiB)",
                  srv->cfg.max_body_kb);
+    else if (!rq.caller.known && rq.caller.tcp && strcmp(url, "/healthz")) /* probes need no key */
+        dd_error(&rs, 401, "no_key", "an API key is needed: Authorization: Bearer KEY");
     else if (!rq.caller.known)
         dd_error(&rs, 403, "no_credentials", "the caller's credentials are unavailable");
     double t0 = time_now();
     int idx = -1;
-    if (!cn->too_big && rq.caller.known) idx = dd_route(srv, &rq, &rs);
+    if (!cn->too_big && (rq.caller.known || (rq.caller.tcp && !strcmp(url, "/healthz"))))
+        idx = dd_route(srv, &rq, &rs);
     pthread_mutex_lock(&srv->stats);
     if (rs.status >= 400) srv->n_errors++;
     if (idx >= 0 && idx < DD_MAX_ROUTES) {
@@ -281,17 +310,27 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http: %s", msg);
 }
 
-int dd_serve(dd_server *srv, int fd, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
-             doc_err *err)
+static struct MHD_Daemon *start_on(ctx *x, int fd)
 {
-    ctx x = {.srv = srv};
-    struct MHD_Daemon *d = MHD_start_daemon(
+    dd_server *srv = x->srv;
+    return MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, &x, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        0, NULL, NULL, on_request, x, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.request_timeout_s, MHD_OPTION_END);
+}
+
+int dd_serve(dd_server *srv, int fd, int tcp_fd, volatile sig_atomic_t *stop,
+             volatile sig_atomic_t *hup, doc_err *err)
+{
+    ctx x = {.srv = srv};
+    struct MHD_Daemon *d = start_on(&x, fd), *t = NULL;
     if (!d) return doc_errf(err, DOC_EIO, "http: libmicrohttpd could not start on the socket");
+    if (tcp_fd >= 0 && !(t = start_on(&x, tcp_fd))) {
+        MHD_stop_daemon(d);
+        return doc_errf(err, DOC_EIO, "http: libmicrohttpd could not start on %s", srv->cfg.http_addr);
+    }
     while (!*stop) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -304,6 +343,8 @@ int dd_serve(dd_server *srv, int fd, volatile sig_atomic_t *stop, volatile sig_a
     /* stop accepting, then wait for the connections (in-flight answers see
      * their streams cancelled when their connections close) */
     MHD_quiesce_daemon(d);
+    if (t) MHD_quiesce_daemon(t);
     MHD_stop_daemon(d);
+    if (t) MHD_stop_daemon(t);
     return DOC_OK;
 }

@@ -4,7 +4,7 @@
 # (sqlite3-doc pages and the PostgreSQL tutorial, plus a confidential note
 # planted in the second).
 #
-# Checks, through curl --unix-socket and the `openai` Python client
+# Checks, through curl (Unix socket and TCP with API keys) and the `openai` Python client
 # (tests/openai_client.py: models, chat completions JSON and streamed with a
 # follow-up, embeddings, unknown model, bad conversation):
 #   - every route: /healthz, /v1/status, /v1/collections (GET, POST),
@@ -84,9 +84,13 @@ mkdir -p "$T/run"
 chmod 750 "$T/run"
 [ $multi -eq 1 ] && chgrp "$GROUP" "$T/run"
 SOCK=$T/run/docentd.sock
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+KEY=bot-$RANDOM$RANDOM-key AKEY=adm-$RANDOM$RANDOM-key
 start() {
     "$DD" --socket "$SOCK" --data "$T/data" "${O[@]}" -o daemon.max_body_kb=64 \
-        -o daemon.max_json_depth=8 ${GROUP:+-o daemon.socket_group=$GROUP} > "$T/docentd.log" 2>&1 &
+        -o daemon.max_json_depth=8 ${GROUP:+-o daemon.socket_group=$GROUP} \
+        --http "127.0.0.1:$PORT" -o "daemon.api_keys=bot:$KEY,adm:$AKEY" -o daemon.admins=key:adm \
+        > "$T/docentd.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
     [ -S "$SOCK" ] || { echo "FAIL: docentd did not start:"; cat "$T/docentd.log"; exit 1; }
@@ -98,6 +102,12 @@ if "$DD" --socket "$T/open/s.sock" --data "$T/data" "${O[@]}" > "$T/open.log" 2>
     bad "a world-writable socket directory was accepted"
 elif grep -q "writable by others" "$T/open.log"; then ok "world-writable socket directory refused"
 else bad "world-writable directory: $(cat "$T/open.log")"; fi
+
+# TCP on an address other than loopback needs API keys
+if "$DD" --socket "$T/run/x.sock" --data "$T/data" "${O[@]}" --http 0.0.0.0:$PORT > "$T/any.log" 2>&1; then
+    bad "0.0.0.0 without api_keys was accepted"
+elif grep -q "needs \[daemon\] api_keys" "$T/any.log"; then ok "non-loopback TCP without keys refused"
+else bad "non-loopback: $(cat "$T/any.log")"; fi
 
 start
 C=(curl -s --unix-socket "$SOCK")
@@ -136,6 +146,22 @@ if "$PY" -c 'import openai' 2>/dev/null; then
     "$PY" "$root/tests/openai_client.py" "$SOCK" || bad "the openai client checks (above)"
 else
     bad "the openai package could not be installed: $(tail -2 "$T/venv.log")"
+fi
+
+# ---- TCP and API keys ---------------------------------------------------------
+H="http://127.0.0.1:$PORT"
+code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+[ "$(code "$H/v1/status")" = 401 ] && [ "$(code -H 'Authorization: Bearer nope' "$H/v1/status")" = 401 ] \
+    && ok "TCP without a valid key: 401" || bad "TCP without key: $(curl -s "$H/v1/status")"
+[ "$(code "$H/healthz")" = 200 ] && ok "TCP /healthz needs no key" || bad "TCP healthz"
+r=$(curl -s -H "Authorization: Bearer $KEY" -X POST "$H/v1/search" -d '{"query": "write-ahead log", "k": 2}')
+echo "$r" | grep -q wal.html && ok "TCP with a key: search" || bad "TCP search: $r"
+[ "$(code -H "Authorization: Bearer $KEY" -X DELETE "$H/v1/documents/1")" = 403 ] \
+    && ok "a key that is not an admin cannot delete" || bad "key delete"
+if "$PY" -c 'import openai' 2>/dev/null; then
+    "$PY" "$root/tests/openai_client.py" "$H" "$KEY" > "$T/oa-tcp.log" 2>&1 \
+        && ok "the openai client over TCP with an API key ($(grep -c '^ok' "$T/oa-tcp.log") checks)" \
+        || bad "openai over TCP: $(cat "$T/oa-tcp.log")"
 fi
 
 # ---- errors ---------------------------------------------------------------

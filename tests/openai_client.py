@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""openai_client.py SOCKET - docentd's OpenAI-compatible routes through the real
-`openai` client library (over the Unix socket through httpx's transport).
+"""openai_client.py SOCKET | http://HOST:PORT KEY - docentd's OpenAI-compatible
+routes through the real `openai` client library, over the Unix socket (httpx's
+transport) or over TCP with an API key.
 Prints "ok: ..." lines; exits 1 at the first failed check."""
 import sys
 
@@ -18,9 +19,12 @@ def check(cond, what):
         sys.exit(1)
 
 
-sock = sys.argv[1]
-client = openai.OpenAI(api_key="unused", base_url="http://docent/v1", max_retries=0,
-                       http_client=httpx.Client(transport=httpx.HTTPTransport(uds=sock)))
+where = sys.argv[1]
+if where.startswith("http://"):  # TCP with an API key
+    client = openai.OpenAI(api_key=sys.argv[2], base_url=where + "/v1", max_retries=0)
+else:  # the Unix socket
+    client = openai.OpenAI(api_key="unused", base_url="http://docent/v1", max_retries=0,
+                           http_client=httpx.Client(transport=httpx.HTTPTransport(uds=where)))
 ids = [m.id for m in client.models.list().data]
 check("docent" in ids and len(ids) == 2, f"models.list: {ids}")
 
