@@ -61,6 +61,7 @@ static const opt opts[] = {
     O("daemon", "max_body_kb", T_INT, max_body_kb, 1, 1 << 20, "1024"),
     O("daemon", "max_json_depth", T_INT, max_json_depth, 2, 1000, "32"),
     O("daemon", "max_connections", T_INT, max_connections, 1, 65536, "64"),
+    O("daemon", "max_per_caller", T_INT, max_per_caller, 1, 65536, "16"),
     O("daemon", "request_timeout_s", T_INT, request_timeout_s, 1, 86400, "300"),
     O("answer", "prompts", T_PATH, prompts_dir, 0, 0, "prompts"),
     O("answer", "min_similarity", T_DOUBLE, min_similarity, -1, 1, "0.38"),

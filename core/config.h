@@ -52,6 +52,7 @@ typedef struct doc_config {
     int max_body_kb;            /* request bodies over this are refused (413) */
     int max_json_depth;         /* deeper JSON bodies are refused (400) */
     int max_connections;        /* concurrent connections */
+    int max_per_caller;         /* requests in flight per uid or API key (429 past it) */
     int request_timeout_s;      /* idle connections are closed after this */
     /* [answer] */
     char prompts_dir[1024];     /* the prompt templates */

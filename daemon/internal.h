@@ -59,6 +59,8 @@ typedef struct dd_server {
     dd_hist route_latency[DD_MAX_ROUTES];
     dd_hist stage[DD_STAGES];
     int64_t n_refused, n_not_found, n_prompt_tokens;
+    /* requests in flight per caller (uid, or API key name), under stats */
+    struct { char who[72]; int n; } callers[64];
     pthread_cond_t producers_done;
 } dd_server;
 

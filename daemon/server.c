@@ -125,6 +125,53 @@ void dd_error(dd_resp *r, int status, const char *code, const char *fmt, ...)
     r->json = json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "code", code, "message", msg);
 }
 
+/* ---- per-caller limit ------------------------------------------------------ */
+
+static void caller_name(const dd_caller *c, char *out, size_t cap)
+{
+    if (c->tcp) snprintf(out, cap, "key:%s", c->key);
+    else snprintf(out, cap, "uid:%u", (unsigned)c->uid);
+}
+
+/* caller_enter: count one more request of c in flight; 0 past the limit
+ * (or when the table is full: the limit then applies to everyone at once) */
+static int caller_enter(dd_server *srv, const dd_caller *c)
+{
+    char who[72];
+    caller_name(c, who, sizeof who);
+    int ok = 0, free_slot = -1;
+    pthread_mutex_lock(&srv->stats);
+    size_t n = sizeof srv->callers / sizeof srv->callers[0];
+    for (size_t i = 0; i < n; i++) {
+        if (srv->callers[i].n && !strcmp(srv->callers[i].who, who)) {
+            if (srv->callers[i].n < srv->cfg.max_per_caller) ok = 1, srv->callers[i].n++;
+            pthread_mutex_unlock(&srv->stats);
+            return ok;
+        }
+        if (!srv->callers[i].n && free_slot < 0) free_slot = (int)i;
+    }
+    if (free_slot >= 0) {
+        snprintf(srv->callers[free_slot].who, sizeof srv->callers[free_slot].who, "%s", who);
+        srv->callers[free_slot].n = 1;
+        ok = 1;
+    }
+    pthread_mutex_unlock(&srv->stats);
+    return ok;
+}
+
+static void caller_leave(dd_server *srv, const dd_caller *c)
+{
+    char who[72];
+    caller_name(c, who, sizeof who);
+    pthread_mutex_lock(&srv->stats);
+    for (size_t i = 0; i < sizeof srv->callers / sizeof srv->callers[0]; i++)
+        if (srv->callers[i].n && !strcmp(srv->callers[i].who, who)) {
+            srv->callers[i].n--;
+            break;
+        }
+    pthread_mutex_unlock(&srv->stats);
+}
+
 /* ---- connections --------------------------------------------------------- */
 
 typedef struct conn {
@@ -267,8 +314,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         dd_error(&rs, 403, "no_credentials", "the caller's credentials are unavailable");
     double t0 = time_now();
     int idx = -1;
-    if (!cn->too_big && (rq.caller.known || (rq.caller.tcp && !strcmp(url, "/healthz"))))
-        idx = dd_route(srv, &rq, &rs);
+    if (!cn->too_big && (rq.caller.known || (rq.caller.tcp && !strcmp(url, "/healthz")))) {
+        if (!caller_enter(srv, &rq.caller)) {
+            dd_error(&rs, 429, "too_many", "over [daemon] max_per_caller (%d) requests in flight",
+                     srv->cfg.max_per_caller);
+        } else {
+            idx = dd_route(srv, &rq, &rs);
+            caller_leave(srv, &rq.caller);
+        }
+    }
     pthread_mutex_lock(&srv->stats);
     if (rs.status >= 400) srv->n_errors++;
     if (idx >= 0 && idx < DD_MAX_ROUTES) {

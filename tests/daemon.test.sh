@@ -20,7 +20,10 @@
 #     collection is 404; a non-admin cannot change collections; a user outside
 #     the socket's group cannot connect;
 #   - a client that hangs up mid-stream does not disturb the daemon; 16
-#     concurrent searches all succeed; SIGTERM exits 0 and removes the socket.
+#     concurrent searches all succeed; tests/hostile_clients.py: a slow client,
+#     one that never reads its stream, garbage bytes, 64 concurrent clients
+#     (over max_per_caller: 429, never an error), memory bounded;
+#   - SIGTERM exits 0 and removes the socket; socket activation.
 set -u
 B=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -212,6 +215,12 @@ else
     echo "note: access checks skipped (need root, useradd and runuser)"
 fi
 
+# root reads again (the rest of the checks run as root)
+if [ $multi -eq 1 ]; then
+    "${C[@]}" -X POST http://d/v1/collections -d "{\"name\": \"alpha\", \"readers\": \"user:$UA,uid:0\"}" > /dev/null
+    "${C[@]}" -X POST http://d/v1/collections -d "{\"name\": \"beta\", \"readers\": \"user:$UB,uid:0\"}" > /dev/null
+fi
+
 # ---- delete, metrics ----------------------------------------------------------
 did=$("${C[@]}" http://d/v1/documents | j '[x["id"] for x in d["documents"] if x["uri"].endswith("lang_upsert.html")][0]')
 if [ $multi -eq 1 ]; then
@@ -237,6 +246,7 @@ echo "$m" | grep -q '^docent_requests_total{route="POST /v1/ask"} [1-9]' &&
 seq 1 16 | xargs -P 16 -I{} "${C[@]}" -o /dev/null -w '%{http_code}\n' -X POST http://d/v1/search \
     -d '{"query": "join tables {}"}' > "$T/par.txt"
 [ "$(grep -c '^200$' "$T/par.txt")" = 16 ] && ok "16 concurrent searches: all 200" || bad "concurrent: $(sort "$T/par.txt" | uniq -c)"
+python3 "$root/tests/hostile_clients.py" "$SOCK" "$pid" || bad "hostile clients (above)"
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 wait "$pid"; rc=$?
