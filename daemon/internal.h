@@ -134,6 +134,7 @@ json_t *dd_parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs);
 int dd_str_field(const json_t *o, const char *key, int required, const char **out, dd_resp *rs);
 int dd_int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_resp *rs);
 int dd_bool_field(const json_t *o, const char *key, int *out, dd_resp *rs);
+int dd_num_field(const json_t *o, const char *key, double lo, double hi, double *out, dd_resp *rs);
 int dd_scope(dd_server *srv, const dd_req *rq, const char *name, int64_t **ids, int *n, dd_resp *rs);
 /* dd_passages_json: given/dropped passages (cited_only 0) or the citations */
 json_t *dd_passages_json(const rag_passage *p, int n, int cited_only);
@@ -145,7 +146,8 @@ typedef struct dd_job {
     char *question;
     int64_t *ids;
     int n_ids, k;
-    int answer_tokens;          /* 0: the config's */
+    int answer_tokens;          /* 0: the config's (a request can only lower it) */
+    double temperature;         /* < 0: the config's */
     const rag_turn *history;    /* earlier turns (OpenAI messages), borrowed */
     int n_history;
     void *ext;                  /* the route's own state for its callbacks */

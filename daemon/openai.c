@@ -214,10 +214,12 @@ void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs)
     }
     j->srv = srv;
     j->ext = x;
+    j->temperature = -1;
     if (dd_str_field(o, "model", 0, &model, rs) || dd_str_field(o, "collection", 0, &coll, rs) ||
         dd_bool_field(o, "stream", &stream, rs) ||
         dd_int_field(o, "max_tokens", 1, 1 << 16, &max_tokens, rs) ||
-        dd_int_field(o, "max_completion_tokens", 1, 1 << 16, &max_tokens, rs))
+        dd_int_field(o, "max_completion_tokens", 1, 1 << 16, &max_tokens, rs) ||
+        dd_num_field(o, "temperature", 0, 2, &j->temperature, rs))
         goto done;
     if (strcmp(model, CHAT_MODEL)) {
         dd_error(rs, 404, "model_not_found", "model %s: this server has \"%s\" (see /v1/models)",

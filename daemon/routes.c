@@ -10,7 +10,8 @@
  *   DELETE /v1/documents/ID a document and its chunks and vectors (admins)
  *   GET  /metrics           Prometheus text: requests, errors and latency per route,
  *                           answer stage histograms, tokens, refusals, in flight
- *   POST /v1/ask            {"question", "k"?, "collection"?, "stream"?} -> the answer,
+ *   POST /v1/ask            {"question", "k"?, "collection"?, "stream"?, "max_tokens"?,
+ *                           "temperature"?} -> the answer,
  *                           as JSON or as server-sent events (sources, token,
  *                           citations, done) with "stream": true or
  *                           Accept: text/event-stream
@@ -105,6 +106,18 @@ int dd_int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_
         return -1;
     }
     *out = (int)json_integer_value(v);
+    return 0;
+}
+
+int dd_num_field(const json_t *o, const char *key, double lo, double hi, double *out, dd_resp *rs)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi) {
+        dd_error(rs, 400, "bad_field", "field %s: a number in %g..%g is expected", key, lo, hi);
+        return -1;
+    }
+    *out = json_number_value(v);
     return 0;
 }
 
@@ -406,6 +419,7 @@ int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
                    .prompts = srv->prompts, .opts = srv->opts};
     if (j->answer_tokens > 0 && j->answer_tokens < env.opts.answer_tokens)
         env.opts.answer_tokens = j->answer_tokens;
+    if (j->temperature >= 0) env.opts.temperature = (float)j->temperature;
     rag_request rr = {.question = j->question, .collections = j->ids, .n_collections = j->n_ids,
                       .k = j->k, .history = j->history, .n_history = j->n_history,
                       .on_text = j->on_text ? j->on_text : job_text,
@@ -491,10 +505,13 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     json_t *o = dd_parse_body(srv, rq, rs);
     if (!o) return;
     const char *question = NULL, *coll = NULL;
-    int k = 0, stream = rq->wants_sse;
+    int k = 0, stream = rq->wants_sse, max_tokens = 0;
+    double temperature = -1;
     dd_job *j = NULL;
     if (dd_str_field(o, "question", 1, &question, rs) || dd_str_field(o, "collection", 0, &coll, rs) ||
-        dd_int_field(o, "k", 1, 32, &k, rs) || dd_bool_field(o, "stream", &stream, rs))
+        dd_int_field(o, "k", 1, 32, &k, rs) || dd_bool_field(o, "stream", &stream, rs) ||
+        dd_int_field(o, "max_tokens", 1, 1 << 16, &max_tokens, rs) ||
+        dd_num_field(o, "temperature", 0, 2, &temperature, rs))
         goto done;
     if (!(j = calloc(1, sizeof *j)) || !(j->question = strdup(question))) {
         dd_error(rs, 500, "memory", "out of memory");
@@ -502,6 +519,8 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     }
     j->srv = srv;
     j->k = k;
+    j->answer_tokens = max_tokens;
+    j->temperature = temperature;
     pthread_mutex_lock(&srv->work);
     int sc = dd_scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
     pthread_mutex_unlock(&srv->work);
