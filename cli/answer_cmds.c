@@ -1,8 +1,9 @@
 /*
- * answer_cmds.c - `docent ask | chat | eval`: the answer path (rag/) run
- * in-process on the data directory's store, with the embedder, the generator
- * and the prompt templates the config names.  The daemon (issue 5) will serve
- * the same rag_answer_question over the socket.
+ * answer_cmds.c - `docent ask | chat | eval | status`: the answer path
+ * (rag/) run in-process on the data directory's store, with the embedder, the
+ * generator and the prompt templates the config names; or, for ask and status,
+ * through docentd over its socket (--socket or $DOCENT_SOCKET) with the same
+ * output.
  */
 #include <editline/readline.h>
 #include <errno.h>
@@ -214,6 +215,167 @@ static json_t *answer_json(const rag_answer *r, const common *a)
     return o;
 }
 
+/* ---- through the daemon ------------------------------------------------------ */
+
+/* print_sources_json: the Sources block and the notes from an answer object
+ * of the wire (the same lines as print_sources) */
+static void print_sources_json(const json_t *r, int quiet)
+{
+    json_t *cites = json_object_get(r, "citations");
+    size_t i;
+    json_t *c;
+    if (json_array_size(cites)) printf("\nSources:\n");
+    json_array_foreach(cites, i, c) {
+        const char *heading = json_str_or(c, "heading", "");
+        printf("[%lld] %s \u2014 %s%s%s", (long long)json_int_or(c, "n", 0), json_str_or(c, "title", ""),
+               json_str_or(c, "uri", ""), *heading ? "#" : "", heading);
+        if (json_int_or(c, "page", 0) > 0) printf(", p. %lld", (long long)json_int_or(c, "page", 0));
+        json_t *l = json_object_get(c, "lines");
+        if (json_array_size(l) == 2)
+            printf(", lines %lld\u2013%lld", (long long)json_integer_value(json_array_get(l, 0)),
+                   (long long)json_integer_value(json_array_get(l, 1)));
+        printf("\n");
+        const char *snip = json_str_or(c, "snippet", "");
+        if (*snip) {
+            printf("    \"");
+            for (const char *p = snip; *p; p++) putchar(*p == '\n' ? ' ' : *p);
+            printf("\"\n");
+        }
+    }
+    fflush(stdout);
+    if (quiet) return;
+    json_t *dropped = json_object_get(r, "dropped_sources");
+    if (json_array_size(dropped)) {
+        fprintf(stderr, "note: %zu retrieved passage%s did not fit the prompt's token budget:",
+                json_array_size(dropped), json_array_size(dropped) > 1 ? "s" : "");
+        json_array_foreach(dropped, i, c) {
+            const char *h = json_str_or(c, "heading", "");
+            fprintf(stderr, "%s %s%s%s", i ? ";" : "", json_str_or(c, "uri", ""), *h ? "#" : "", h);
+        }
+        fprintf(stderr, "\n");
+    }
+    json_array_foreach(json_object_get(r, "flagged_sources"), i, c)
+        fprintf(stderr, "note: %s holds instruction-like text (%s)\n", json_str_or(c, "uri", ""),
+                json_is_true(json_object_get(c, "withheld")) ? "withheld from the model" : "given as data");
+    if (!json_is_true(json_object_get(r, "refused")) && !json_is_true(json_object_get(r, "not_found")) &&
+        !json_is_true(json_object_get(r, "grounded")))
+        fprintf(stderr, "note: not grounded: %lld sentence(s) without a supporting source\n",
+                (long long)json_int_or(r, "unsupported_sentences", 0));
+    json_t *t = json_object_get(r, "timings"), *u = json_object_get(r, "usage");
+    fprintf(stderr, "time: first text %.2f s, total %.2f s (retrieve %.3f s, prefill %.2f s for %lld tokens, "
+                    "decode %.2f s for %lld tokens; in docentd)\n",
+            json_num_or(t, "first_text", 0), json_num_or(t, "total", 0),
+            json_num_or(t, "embed", 0) + json_num_or(t, "retrieve", 0), json_num_or(t, "prefill", 0),
+            (long long)json_int_or(u, "prompt_tokens", 0), json_num_or(t, "decode", 0),
+            (long long)json_int_or(u, "completion_tokens", 0));
+}
+
+typedef struct remote_ask {
+    json_t *done;
+    char err[512];
+} remote_ask;
+
+static int on_ask_event(void *ud, const char *event, const char *data)
+{
+    remote_ask *r = ud;
+    json_error_t je;
+    if (!strcmp(event, "token")) {
+        json_t *o = json_loads(data, 0, &je);
+        const char *t = json_str_or(o, "text", "");
+        fputs(t, stdout);
+        fflush(stdout);
+        json_decref(o);
+    } else if (!strcmp(event, "done")) {
+        r->done = json_loads(data, 0, &je);
+    } else if (!strcmp(event, "error")) {
+        json_t *o = json_loads(data, 0, &je);
+        snprintf(r->err, sizeof r->err, "%s", json_str_or(o, "message", data));
+        json_decref(o);
+    }
+    return cli_stop;
+}
+
+/* ask_remote: docent ask through docentd */
+static int ask_remote(common *a, const char *sock, const char *question)
+{
+    doc_err e = {0};
+    long status = 0;
+    int stream = !a->json && !a->no_stream;
+    json_t *body = json_pack("{s:s,s:b}", "question", question, "stream", stream);
+    if (a->collection) json_object_set_new(body, "collection", json_string(a->collection));
+    if (a->k) json_object_set_new(body, "k", json_integer(a->k));
+    remote_ask r = {0};
+    int rc;
+    cli_catch_signals();
+    if (stream) {
+        rc = cli_call_sse(sock, "/v1/ask", body, on_ask_event, &r, &status, &e);
+        if (rc == DOC_OK && !r.done && !*r.err && cli_stop) rc = doc_errf(&e, DOC_ECANCELLED, "cancelled");
+        else if (rc == DOC_OK && !r.done) rc = doc_errf(&e, DOC_EIO, "%s", *r.err ? r.err : "the stream ended early");
+    } else {
+        rc = cli_call(sock, "POST", "/v1/ask", body, &r.done, &status, &e);
+    }
+    json_decref(body);
+    if (rc) {
+        json_decref(r.done);
+        if (rc == DOC_ECANCELLED) return fprintf(stderr, "\ndocent: ask: cancelled\n"), 130;
+        return cli_fail("ask", &e);
+    }
+    if (a->json) {
+        cli_print_json(r.done); /* takes the reference */
+        return 0;
+    }
+    if (!stream) fputs(json_str_or(r.done, "answer", ""), stdout);
+    printf("\n");
+    print_sources_json(r.done, a->quiet);
+    json_decref(r.done);
+    return 0;
+}
+
+static const char status_help[] =
+    "usage: docent status [--socket PATH] [--json]\n"
+    "  the daemon's state: models and their engines, the collections you can read\n"
+    "  (with counts; readers for admins), request counters, uptime.  The socket comes\n"
+    "  from --socket or $DOCENT_SOCKET.\n";
+
+int cmd_status(int argc, char **argv)
+{
+    common a = {.cmd = "status"};
+    static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
+    int rc;
+    if ((rc = cli_parse_flags(&a, argc, argv, "o:qh", lo, status_help, NULL)) >= 0) return rc;
+    if (optind != argc) return cli_usage_error("status", "takes no operands");
+    const char *sock = cli_socket(&a);
+    if (!sock) return cli_usage_error("status", "no daemon: give --socket PATH or set DOCENT_SOCKET");
+    json_t *o = NULL;
+    long st = 0;
+    doc_err e = {0};
+    if (cli_call(sock, "GET", "/v1/status", NULL, &o, &st, &e)) return cli_fail("status", &e);
+    if (a.json) {
+        cli_print_json(o);
+        return 0;
+    }
+    json_t *m = json_object_get(o, "models");
+    printf("docentd up %.0f s\n  embedder  %s (%s)\n  generator %s (%s)\n", json_num_or(o, "uptime_s", 0),
+           json_str_or(m, "embedder", ""), json_str_or(m, "embedder_engine", ""),
+           json_str_or(m, "generator", ""), json_str_or(m, "generator_engine", ""));
+    size_t i;
+    json_t *c;
+    printf("collections you can read:\n");
+    json_array_foreach(json_object_get(o, "collections"), i, c) {
+        printf("  %-20s %6lld documents %8lld chunks", json_str_or(c, "name", ""),
+               (long long)json_int_or(c, "documents", 0), (long long)json_int_or(c, "chunks", 0));
+        if (json_object_get(c, "readers")) printf("  readers: %s", json_str_or(c, "readers", ""));
+        printf("\n");
+    }
+    json_t *k = json_object_get(o, "counters"), *who = json_object_get(o, "caller");
+    printf("requests %lld, errors %lld, in flight %lld; you are uid %lld%s\n",
+           (long long)json_int_or(k, "requests", 0), (long long)json_int_or(k, "errors", 0),
+           (long long)json_int_or(k, "in_flight", 0), (long long)json_int_or(who, "uid", -1),
+           json_is_true(json_object_get(who, "admin")) ? " (admin)" : "");
+    json_decref(o);
+    return 0;
+}
+
 static int int_flag(const char *cmd, const char *name, long lo, long hi, int *out)
 {
     char *end;
@@ -240,7 +402,9 @@ static const char ask_help[] =
     "  --json                  one object: answer, citations, grounded, refused, not_found,\n"
     "                          dropped_sources, flagged_sources, timings, usage\n"
     "  -q                      no notes or timings on stderr\n"
-    "  --data DIR, --config FILE, -o SECTION.KEY=VALUE ([answer] and [safety] settings)\n";
+    "  --socket PATH           ask docentd there (also $DOCENT_SOCKET); --local: in-process\n"
+    "  --data DIR, --config FILE, -o SECTION.KEY=VALUE ([answer] and [safety] settings;\n"
+    "                          in-process only: the daemon uses its own)\n";
 
 static int ask_flag(common *a, int c)
 {
@@ -262,6 +426,8 @@ int cmd_ask(int argc, char **argv)
     if ((rc = cli_parse_flags(&a, argc, argv, "c:k:o:qh", lo, ask_help, ask_flag)) >= 0) return rc;
     if (optind != argc - 1) return cli_usage_error("ask", "give one QUESTION (quote it)");
     const char *question = argv[optind];
+    const char *sock = cli_socket(&a);
+    if (sock) return ask_remote(&a, sock, question);
     if ((rc = open_all(&a, &coll)) || (rc = env_from_config(&a, &env))) goto done;
     cli_catch_signals();
     int stream = !a.json && !a.no_stream;

@@ -27,6 +27,8 @@ typedef struct common {
     const char *config_path;
     const char *data;
     const char *collection;
+    const char *socket;        /* --socket: talk to docentd there */
+    int local;                 /* --local: in-process even if DOCENT_SOCKET is set */
     const char *overrides[32];
     int n_over;
     int json;
@@ -49,12 +51,13 @@ typedef struct common {
 
 enum { C_DATA = 2000, C_CONFIG, C_JSON, C_WATCH, C_INCLUDE, C_EXCLUDE, C_FOLLOW, C_QUIET, C_MODE,
        C_NO_STREAM, C_RETRIEVE_ONLY, C_MIN_RECALL, C_MIN_MRR, C_MIN_CITE, C_MIN_EXPECT,
-       C_MIN_NOT_FOUND, C_OUT };
+       C_MIN_NOT_FOUND, C_OUT, C_SOCKET, C_LOCAL };
 
 #define COMMON_LONGOPTS                                                                   \
     {"data", required_argument, 0, C_DATA}, {"config", required_argument, 0, C_CONFIG},  \
         {"collection", required_argument, 0, 'c'}, {"json", no_argument, 0, C_JSON},     \
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},                   \
+        {"socket", required_argument, 0, C_SOCKET}, {"local", no_argument, 0, C_LOCAL}
 
 /* own_flag_fn: a command's own flags; same return convention as common_flag */
 typedef int (*own_flag_fn)(common *a, int c);
@@ -86,6 +89,22 @@ void cli_close_all(common *a);
 int cli_redact_hits(idx_hit *hits, int n, unsigned cats);
 /* cli_resolve_collection: a->collection's id, or 1 after saying it does not exist */
 int cli_resolve_collection(common *a, int64_t *id);
+
+/* ---- the daemon (client.c) ------------------------------------------------ */
+
+/* cli_socket: the daemon's socket for a command: --socket, else $DOCENT_SOCKET;
+ * NULL (run in-process) with --local or neither. */
+const char *cli_socket(const common *a);
+/* cli_call: one request (body may be NULL); *out the reply's JSON (caller
+ * decrefs).  A transport failure is DOC_EIO naming the socket; an error reply
+ * is DOC_EINVAL with its message; *status the HTTP status. */
+int cli_call(const char *sock, const char *method, const char *path, json_t *body, json_t **out,
+             long *status, doc_err *err);
+/* cli_sse_fn: one server-sent event; return non-zero to hang up (cancels) */
+typedef int (*cli_sse_fn)(void *ud, const char *event, const char *data);
+int cli_call_sse(const char *sock, const char *path, json_t *body, cli_sse_fn fn, void *ud,
+                 long *status, doc_err *err);
+int cmd_status(int argc, char **argv);
 
 /* store commands (store_cmds.c): in-process until the daemon serves them */
 int cmd_ingest(int argc, char **argv);

@@ -38,6 +38,8 @@ static int common_flag(common *a, int c)
 {
     switch (c) {
     case C_DATA: a->data = optarg; return 0;
+    case C_SOCKET: a->socket = optarg; return 0;
+    case C_LOCAL: a->local = 1; return 0;
     case C_CONFIG: a->config_path = optarg; return 0;
     case 'c': a->collection = optarg; return 0;
     case C_JSON: a->json = 1; return 0;

@@ -364,6 +364,7 @@ static const struct {
     {"ask", cmd_ask, "answer a question from the documents, with cited sources"},
     {"chat", cmd_chat, "a conversation over the documents (line editing, history)"},
     {"eval", cmd_eval, "measure retrieval and answers against a question file"},
+    {"status", cmd_status, "the daemon's state: models, collections, counters (--socket)"},
     {"ingest", cmd_ingest, "add files, folders and URLs to a collection"},
     {"search", cmd_search, "ranked passages for a query (dense + BM25)"},
     {"ls", cmd_ls, "list stored documents"},

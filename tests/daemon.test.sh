@@ -137,6 +137,19 @@ assert ev[0] == "sources" and ev[-2:] == ["citations", "done"], ev[:3] + ev[-3:]
 assert "token" in ev and set(ev[1:-2]) == {"token"}, set(ev)
 EOF
 
+# ---- the CLI through the daemon ------------------------------------------------
+out=$("$D" status --socket "$SOCK")
+echo "$out" | grep -q "alpha .* 3 documents" && ok "docent status --socket" || bad "status: $out"
+out=$(DOCENT_SOCKET=$SOCK "$D" ask --json "What does AUTOINCREMENT do?")
+echo "$out" | j '1 if d["answer"] and "citations" in d and d["usage"]["completion_tokens"] > 0 else 0' | grep -q 1 \
+    && ok "docent ask --json via DOCENT_SOCKET" || bad "ask via socket: $out"
+out=$("$D" ask --socket "$SOCK" "What does AUTOINCREMENT do?" 2> "$T/ask.err")
+{ [ -n "$out" ] && grep -q "in docentd" "$T/ask.err"; } && ok "docent ask --socket (streamed, sources, timings)" \
+    || bad "ask --socket: $out $(cat "$T/ask.err")"
+"$D" ask --socket "$T/run/none.sock" "x" 2> "$T/ask.err"; rc=$?
+[ $rc -eq 1 ] && grep -q "is docentd running" "$T/ask.err" && ok "docent ask with no daemon: exit 1, says so" \
+    || bad "no daemon: rc $rc $(cat "$T/ask.err")"
+
 # ---- the OpenAI routes through the real `openai` client --------------------
 PY=python3
 if ! python3 -c 'import openai' 2>/dev/null; then
