@@ -7,6 +7,9 @@
  *              it): bodies with a cap, peer credentials, JSON and SSE replies
  *   routes.c   the routes, on plain request/response structs
  *   access.c   who the caller is and what it may read
+ *   openai.c   the OpenAI-compatible routes
+ *   jobs.c     ingest jobs
+ *   systemd.c  socket activation and readiness notification
  *
  * Threads: libmicrohttpd runs one thread per connection.  The store and the
  * models are single-threaded objects, so every route that touches them holds
@@ -24,6 +27,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "index/index.h"
+#include "ingest/ingest.h"
 #include "llm/llm.h"
 #include "prompts/prompts.h"
 #include "rag/rag.h"
@@ -39,6 +43,23 @@ void dd_hist_add(dd_hist *h, double seconds);
 extern const double dd_hist_bounds[DD_BUCKETS - 1];
 /* answer stages recorded per answer: retrieve, prefill, decode, first text, total */
 extern const char *const dd_stage_names[DD_STAGES];
+
+/* an ingest job (jobs.c); fields under srv->stats */
+enum { DD_JOBS = 32 };
+enum { DD_JOB_QUEUED, DD_JOB_RUNNING, DD_JOB_DONE, DD_JOB_FAILED, DD_JOB_CANCELLED };
+struct dd_server;
+typedef struct dd_jobinfo {
+    int64_t id;                 /* 0: a free slot */
+    struct dd_server *srv;
+    int state;
+    char collection[128];
+    ing_progress prog;
+    char current[512];
+    double elapsed;
+    ing_summary sum;
+    char error[512];
+    json_t *notes;              /* [{kind, uri, why}], at most 200 */
+} dd_jobinfo;
 
 typedef struct dd_server {
     doc_config cfg;
@@ -59,6 +80,9 @@ typedef struct dd_server {
     dd_hist route_latency[DD_MAX_ROUTES];
     dd_hist stage[DD_STAGES];
     int64_t n_refused, n_not_found, n_prompt_tokens;
+    dd_jobinfo jobs[DD_JOBS];   /* under stats */
+    int64_t last_job;
+    pthread_cond_t jobs_changed;
     /* requests in flight per caller (uid, or API key name), under stats */
     struct { char who[72]; int n; } callers[64];
     pthread_cond_t producers_done;
@@ -163,6 +187,10 @@ void dd_job_free(dd_job *j);
 int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs);
 /* dd_producer_done: a producer thread's last call (main waits for them) */
 void dd_producer_done(dd_server *srv);
+
+/* jobs.c: POST /v1/ingest, GET /v1/jobs/{id} */
+void dd_route_ingest(dd_server *srv, const dd_req *rq, dd_resp *rs);
+void dd_route_job(dd_server *srv, const dd_req *rq, dd_resp *rs);
 
 /* openai.c: /v1/chat/completions, /v1/embeddings, /v1/models */
 void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs);

@@ -299,6 +299,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&srv->work, NULL);
     pthread_mutex_init(&srv->stats, NULL);
     pthread_cond_init(&srv->producers_done, NULL);
+    pthread_cond_init(&srv->jobs_changed, NULL);
     if (config_load(config, &srv->cfg, &e)) goto fail;
     for (int i = 0; i < n_over; i++)
         if (config_set(&srv->cfg, over[i], &e)) goto fail;
@@ -378,6 +379,8 @@ done:
     pthread_mutex_destroy(&srv->work);
     pthread_mutex_destroy(&srv->stats);
     pthread_cond_destroy(&srv->producers_done);
+    pthread_cond_destroy(&srv->jobs_changed);
+    for (int i = 0; i < DD_JOBS; i++) json_decref(srv->jobs[i].notes);
     free(srv);
     return rc;
 }

@@ -8,6 +8,7 @@
  *   GET  /v1/documents      documents of the readable collections (admins: all)
  *   POST /v1/search         {"query", "k"?, "collection"?} -> ranked passages
  *   DELETE /v1/documents/ID a document and its chunks and vectors (admins)
+ *   POST /v1/ingest, GET /v1/jobs/ID   ingest jobs (jobs.c)
  *   GET  /metrics           Prometheus text: requests, errors and latency per route,
  *                           answer stage histograms, tokens, refusals, in flight
  *   POST /v1/ask            {"question", "k"?, "collection"?, "stream"?, "max_tokens"?,
@@ -683,6 +684,8 @@ static const route routes[] = {
     {"POST", "/v1/embeddings", 1, dd_route_embeddings},
     {"GET", "/v1/models", 0, dd_route_models},
     {"GET", "/metrics", 0, route_metrics},
+    {"POST", "/v1/ingest", 0, dd_route_ingest}, /* the job takes the lock on its thread */
+    {"GET", "/v1/jobs/", 0, dd_route_job},
     {"DELETE", "/v1/documents/", 1, route_document_delete}, /* a trailing '/': a prefix */
 };
 

@@ -8,7 +8,7 @@
 # (tests/openai_client.py: models, chat completions JSON and streamed with a
 # follow-up, embeddings, unknown model, bad conversation):
 #   - every route: /healthz, /v1/status, /v1/collections (GET, POST),
-#     /v1/documents (GET, DELETE), /v1/search, /v1/ask as JSON and as
+#     /v1/documents (GET, DELETE), /v1/ingest and /v1/jobs, /v1/search, /v1/ask as JSON and as
 #     server-sent events (sources, token..., citations, done, in that order),
 #     /metrics;
 #   - errors are JSON with a fitting status naming the problem: malformed JSON
@@ -234,6 +234,30 @@ if [ $multi -eq 1 ]; then
     "${C[@]}" -X POST http://d/v1/collections -d "{\"name\": \"beta\", \"readers\": \"user:$UB,uid:0\"}" > /dev/null
 fi
 
+# ---- ingest jobs ------------------------------------------------------------------
+r=$("${C[@]}" -X POST http://d/v1/ingest -d "{\"collection\": \"gamma\", \"wait\": true,
+    \"paths\": [\"$SQ/limits.html\", \"$T/missing.html\"],
+    \"text\": {\"uri\": \"notes/vpn.md\", \"format\": \"markdown\",
+             \"content\": \"# VPN\\n\\nThe VPN certificate is renewed every 90 days by the network team.\"}}")
+echo "$r" | j '1 if d["state"] == "done" and d["summary"]["added"] == 2 and d["summary"]["failed"] == 1 and any(n["kind"] == "failed" and "missing.html" in n["uri"] for n in d["notes"]) else 0' \
+    | grep -q 1 && ok "POST /v1/ingest (wait): 2 added, the missing file reported" || bad "ingest: $r"
+jid=$(echo "$r" | j 'd["id"]')
+"${C[@]}" "http://d/v1/jobs/$jid" | j 'd["state"]' | grep -q done && ok "GET /v1/jobs/$jid" || bad "job $jid"
+r=$("${C[@]}" -X POST http://d/v1/ingest -d '{"paths": ["/usr/share/doc/sqlite3/nulls.html"], "collection": "gamma"}' -w ' %{http_code}')
+[[ $r == *202 ]] && ok "POST /v1/ingest without wait: 202 with a job id" || bad "ingest no wait: $r"
+for _ in $(seq 1 100); do
+    st=$("${C[@]}" "http://d/v1/jobs/$(echo "${r% *}" | j 'd["id"]')" | j 'd["state"]'); [ "$st" = done ] && break; sleep 0.2
+done
+[ "$st" = done ] && ok "the job finishes" || bad "job state $st"
+r=$("${C[@]}" -X POST http://d/v1/search -d '{"query": "how often is the VPN certificate renewed", "collection": "gamma", "k": 1}')
+echo "$r" | grep -q "notes/vpn.md" && ok "ingested text is searchable" || bad "search gamma: $r"
+out=$("${C[@]}" -w ' %{http_code}' -X POST http://d/v1/ingest -d '{"paths": ["relative/x.html"]}')
+[[ $out == *400* ]] && ok "relative paths refused" || bad "relative path: $out"
+if [ $multi -eq 1 ]; then
+    out=$(as "$UA" -w ' %{http_code}' -X POST http://d/v1/ingest -d "{\"paths\": [\"$SQ/limits.html\"]}")
+    [[ $out == *403 ]] && ok "non-admin cannot ingest" || bad "non-admin ingest: $out"
+fi
+
 # ---- delete, metrics ----------------------------------------------------------
 did=$("${C[@]}" http://d/v1/documents | j '[x["id"] for x in d["documents"] if x["uri"].endswith("lang_upsert.html")][0]')
 if [ $multi -eq 1 ]; then
@@ -243,7 +267,7 @@ fi
 out=$("${C[@]}" -w ' %{http_code}' -X DELETE "http://d/v1/documents/$did")
 n=$("${C[@]}" http://d/v1/documents | j 'len(d["documents"])')
 r=$("${C[@]}" -X POST http://d/v1/search -d '{"query": "UPSERT ON CONFLICT DO UPDATE", "k": 10}')
-[[ $out == *200 ]] && [ "$n" = 5 ] && ! echo "$r" | grep -q lang_upsert.html \
+[[ $out == *200 ]] && [ "$n" = 8 ] && ! echo "$r" | grep -q lang_upsert.html \
     && ok "DELETE /v1/documents/$did: gone from documents and search" || bad "delete: $out, $n documents"
 out=$("${C[@]}" -w ' %{http_code}' -X DELETE "http://d/v1/documents/$did"); [[ $out == *404 ]] && ok "deleting it again: 404" || bad "second delete: $out"
 m=$("${C[@]}" http://d/metrics)
