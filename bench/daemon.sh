@@ -18,7 +18,8 @@
 #   mixed   one search client while MIXED_ASK_CLIENTS (2) answers stream
 #           (BENCH_MIXED=0 to skip)
 # then reads VmRSS/VmHWM from /proc, sends SIGTERM and checks for exit 0 and
-# the socket removed.  There is no peer for the daemon: absolute figures only.
+# the socket removed.  All clients share one uid, so [daemon] max_per_caller is
+# raised to MAX_PER_CALLER (64) for the run.  There is no peer for the daemon: absolute figures only.
 # Fails (non-zero, message on stderr) if the daemon does not start, a request
 # fails or the daemon counts an error, or the shutdown is not clean.
 set -euo pipefail
@@ -40,7 +41,7 @@ W=$(mktemp -d /tmp/docent-bench-daemon-XXXXXX)
 chmod 755 "$W"
 pid=""
 cleanup() {
-    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+    if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -73,7 +74,9 @@ chmod 750 "$W/run"
 SOCK=$W/run/docentd.sock
 echo "== starting docentd ($THREADS threads) on $SOCK"
 t0=$(date +%s.%N)
-"$B/docentd" --socket "$SOCK" --data "$STORE" "${O[@]}" > "$W/docentd.log" 2>&1 &
+# every client is the same uid: lift the per-caller cap (default 16) above the 32 clients
+"$B/docentd" --socket "$SOCK" --data "$STORE" "${O[@]}" -o daemon.max_per_caller="${MAX_PER_CALLER:-64}" \
+    > "$W/docentd.log" 2>&1 &
 pid=$!
 up=0
 for _ in $(seq 1 600); do
@@ -82,12 +85,15 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 if [ $up -ne 1 ]; then
-    echo "daemon.sh: docentd did not start (60 s); its log:" >&2
+    if kill -0 "$pid" 2>/dev/null; then why="no answer on $SOCK within 60 s"
+    else why="it exited"; wait "$pid" || why="it exited with status $?"; pid=""; fi
+    echo "daemon.sh: docentd did not start ($why); its log:" >&2
     cat "$W/docentd.log" >&2
     exit 1
 fi
 startup_s=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
 rss_start=$(awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
+hwm_start=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
 
 # ---- load -----------------------------------------------------------------------
 echo "== load (search ${SEARCH_SECONDS:-10} s per level; answers are served one at a time)"
@@ -114,11 +120,11 @@ stop_s=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
 total_s=$(python3 -c "print(f'{$(date +%s.%N) - $t_start:.0f}')")
 
 # ---- report ---------------------------------------------------------------------
-python3 - "$W/load.json" "$ingest_s" "$startup_s" "$rss_start" "$rss_end" "$hwm" "$stop_s" \
-    "$total_s" "$THREADS" <<'EOF'
+python3 - "$W/load.json" "$ingest_s" "$startup_s" "$rss_start" "$hwm_start" "$rss_end" "$hwm" \
+    "$stop_s" "$total_s" "$THREADS" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-ingest, startup, rss0, rss1, hwm, stop, total, threads = sys.argv[2:]
+ingest, startup, rss0, hwm0, rss1, hwm, stop, total, threads = sys.argv[2:]
 chunks = sum(c["chunks"] for c in d["collections"])
 docs = sum(c["documents"] for c in d["collections"])
 print(f"\ndocentd: {docs} documents, {chunks} chunks; {threads} generator/embedder threads; "
@@ -144,7 +150,8 @@ if "mixed" in d:
     m = d["mixed"]
     print(f"\nsearch while {m['ask_clients']} answers stream: {m['searches']} searches, "
           f"p50 {m['p50_ms']:.0f} ms, p99 {m['p99_ms']:.0f} ms, max {m['max_ms']:.0f} ms")
-print("\nmemory (MiB)        RSS after startup %s, after the load %s, peak (VmHWM) %s" % (rss0, rss1, hwm))
+print("\nmemory (MiB)        RSS after startup %s (peak so far %s), after the load %s, peak (VmHWM) %s"
+      % (rss0, hwm0, rss1, hwm))
 mem = d["mem"]
 print("                    RSS after warm-up %.0f, after search %.0f, after ask %.0f" % (
     mem["after_warmup"]["VmRSS"], mem["after_search"]["VmRSS"], mem["after_ask"]["VmRSS"]))

@@ -288,7 +288,7 @@ kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 wait "$pid"; rc=$?
 pid=""
-[ $rc -eq 0 ] && [ ! -e "$SOCK" ] && ok "SIGTERM: exit 0, socket removed" || bad "SIGTERM: exit $rc, socket $(ls "$SOCK" 2>&1)"
+[ $rc -eq 0 ] && [ ! -e "$SOCK" ] && ok "SIGTERM: exit 0, socket removed" || bad "SIGTERM: exit $rc, socket $(ls "$SOCK" 2>&1); the daemon's log ends: $(grep -v '^    #[1-9]' "$T/docentd.log" | tail -25)"
 # socket activation (systemd's protocol, through systemd-socket-activate)
 if command -v systemd-socket-activate >/dev/null; then
     systemd-socket-activate -l "$T/run/act.sock" "$DD" --data "$T/data" "${O[@]}" > "$T/act.log" 2>&1 &
