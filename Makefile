@@ -164,6 +164,12 @@ fuzz:
 	    echo "build $(BUILD)/fuzz/fuzz_$$t"; \
 	    $(FUZZ_CC) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_EXTRACT) $(PKG_LIBS) -lm -pthread || exit 1; \
 	done
+	@# fuzz_route: docentd's routes over the ASan build of the library (daemon code instrumented)
+	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang CXX=clang++ OPT=-O1 CUDA=0 \
+	    XCFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" XCXXFLAGS="-fno-sanitize=vptr" \
+	    XLDLIBS="-fsanitize=address,undefined" build-asan/libdocent.a
+	$(FUZZ_CC) -o $(BUILD)/fuzz/fuzz_route tests/fuzz/fuzz_route.c $(filter-out daemon/main.c daemon/systemd.c,$(DAEMON_SRC)) \
+	    build-asan/libdocent.a $(LDLIBS) $(DAEMON_LIBS) -lstdc++
 	@echo "run: tests/fuzz/run.sh $(BUILD) SECONDS"
 
 bench: all

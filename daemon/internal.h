@@ -209,12 +209,10 @@ int dd_is_admin(const dd_server *srv, const dd_caller *c);
  * readable).  Call under srv->work. */
 int dd_readable(dd_server *srv, const dd_caller *c, const char *name, int64_t **ids, int *n);
 
-/* main.c */
+/* server.c */
 /* dd_reload: load the prompt templates again and swap them in (under work);
  * a failed load keeps the old set and is logged. */
 void dd_reload(dd_server *srv);
-
-/* server.c */
 /* dd_serve: serve on the bound, listening Unix socket fd (and the TCP socket
  * tcp_fd unless -1) until *stop (set by a signal handler); *hup set means:
  * reload the prompts (then cleared). */

@@ -59,22 +59,6 @@ static const char usage[] =
     "  --check-config   read and check the config, the models' files and the prompt\n"
     "                   templates, then exit (0: fine)\n";
 
-void dd_reload(dd_server *srv)
-{
-    doc_err e = {0};
-    prompt_set *p = NULL;
-    if (prompt_set_load(srv->cfg.prompts_dir, &p, &e)) {
-        log_error("reload: %s (the old templates stay)", e.msg);
-        return;
-    }
-    pthread_mutex_lock(&srv->work);
-    prompt_set *old = srv->prompts;
-    srv->prompts = p;
-    pthread_mutex_unlock(&srv->work);
-    prompt_set_free(&old);
-    fprintf(stderr, "docentd: prompts reloaded from %s\n", srv->cfg.prompts_dir);
-}
-
 /* socket_dir_ok: the socket's directory exists (created 0750 if missing) and
  * is not writable by others */
 static int socket_dir_ok(const char *path, doc_err *err)

@@ -364,6 +364,22 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http: %s", msg);
 }
 
+void dd_reload(dd_server *srv)
+{
+    doc_err e = {0};
+    prompt_set *p = NULL;
+    if (prompt_set_load(srv->cfg.prompts_dir, &p, &e)) {
+        log_error("reload: %s (the old templates stay)", e.msg);
+        return;
+    }
+    pthread_mutex_lock(&srv->work);
+    prompt_set *old = srv->prompts;
+    srv->prompts = p;
+    pthread_mutex_unlock(&srv->work);
+    prompt_set_free(&old);
+    fprintf(stderr, "docentd: prompts reloaded from %s\n", srv->cfg.prompts_dir);
+}
+
 static struct MHD_Daemon *start_on(ctx *x, int fd)
 {
     dd_server *srv = x->srv;

@@ -5,6 +5,7 @@
 #   fuzz_html  the first 6 KB of real sqlite3-doc and postgresql-doc-15 pages
 #   fuzz_md    tests/fixtures/docs/sample.md and this repository's docs/*.md
 #   fuzz_docx  tests/fixtures/docs/sample.docx (pandoc-made)
+#   fuzz_route docentd's routes: a few requests of each kind (see fuzz_route.c)
 # Exits non-zero if a target finds a crash, a leak or a timeout.
 set -euo pipefail
 BUILD=${1:-build}
@@ -12,7 +13,7 @@ SECS=${2:-300}
 cd "$(dirname "$0")/../.."
 seeds=$(mktemp -d)
 trap 'rm -rf "$seeds"' EXIT
-mkdir -p "$seeds"/{gguf,html,md,docx}
+mkdir -p "$seeds"/{gguf,html,md,docx,route}
 head -c 65536 models/smollm2-135m-instruct-q4_1.gguf > "$seeds/gguf/smollm2-head.gguf"
 printf 'GGUF\003\000\000\000' > "$seeds/gguf/minimal.gguf"
 for f in /usr/share/doc/sqlite3/lang_createtable.html /usr/share/doc/sqlite3/fts5.html \
@@ -22,6 +23,16 @@ for f in /usr/share/doc/sqlite3/lang_createtable.html /usr/share/doc/sqlite3/fts
 done
 cp tests/fixtures/docs/sample.md docs/*.md "$seeds/md/"
 cp tests/fixtures/docs/sample.docx "$seeds/docx/"
+# route: "<caller byte>METHOD PATH\n" + body, as fuzz_route.c reads them
+printf '\000POST /v1/search\n{"query": "write-ahead logging", "k": 3}' > "$seeds/route/search"
+printf '\001POST /v1/search\n{"query": "budget", "collection": "private"}' > "$seeds/route/search-private"
+printf '\000POST /v1/ask\n{"question": "What is WAL?", "stream": true, "max_tokens": 8}' > "$seeds/route/ask"
+printf '\000POST /v1/chat/completions\n{"model": "docent", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}' > "$seeds/route/chat"
+printf '\000POST /v1/embeddings\n{"input": ["a", "b"]}' > "$seeds/route/embed"
+printf '\001GET /v1/documents\n' > "$seeds/route/documents"
+printf '\000GET /v1/status\n' > "$seeds/route/status"
+printf '\000GET /v1/jobs/1\n' > "$seeds/route/job"
+printf '\000GET /metrics\n' > "$seeds/route/metrics"
 for t in "$BUILD"/fuzz/fuzz_*; do
     name=${t##*/fuzz_}
     [ -d "$seeds/$name" ] || { echo "fuzz: no seed corpus for $t"; exit 1; }
