@@ -305,16 +305,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
     rq.wants_sse = accept && strstr(accept, "text/event-stream") != NULL;
     dd_resp rs = {.status = 200};
+    int probe = rq.caller.tcp && !strcmp(url, "/healthz"); /* liveness probes need no key */
     if (cn->too_big)
         dd_error(&rs, 413, "body_too_large", "request body over [daemon] max_body_kb (%d KiB)",
                  srv->cfg.max_body_kb);
-    else if (!rq.caller.known && rq.caller.tcp && strcmp(url, "/healthz")) /* probes need no key */
+    else if (!rq.caller.known && rq.caller.tcp && !probe)
         dd_error(&rs, 401, "no_key", "an API key is needed: Authorization: Bearer KEY");
-    else if (!rq.caller.known)
+    else if (!rq.caller.known && !probe)
         dd_error(&rs, 403, "no_credentials", "the caller's credentials are unavailable");
     double t0 = time_now();
     int idx = -1;
-    if (!cn->too_big && (rq.caller.known || (rq.caller.tcp && !strcmp(url, "/healthz")))) {
+    if (!cn->too_big && (rq.caller.known || probe)) {
         if (!caller_enter(srv, &rq.caller)) {
             dd_error(&rs, 429, "too_many", "over [daemon] max_per_caller (%d) requests in flight",
                      srv->cfg.max_per_caller);
