@@ -28,29 +28,8 @@ static int env_from_config(common *a, rag_env *env)
     env->embedder = a->m;
     env->generator = a->gen;
     env->prompts = a->prompts;
-    rag_opts *o = &env->opts;
-    rag_opts_default(o);
-    o->k = a->k ? a->k : a->cfg.k;
-    o->n_dense = a->cfg.n_dense;
-    o->n_bm25 = a->cfg.n_bm25;
-    o->rrf_k = a->cfg.rrf_k;
-    o->min_similarity = a->cfg.min_similarity;
-    o->prompt_tokens = a->cfg.prompt_tokens;
-    o->answer_tokens = a->cfg.answer_tokens;
-    o->temperature = (float)a->cfg.temperature;
-    o->repeat_penalty = (float)a->cfg.repeat_penalty;
-    o->seed = (uint64_t)a->cfg.seed;
-    o->min_support = a->cfg.min_support;
-    o->min_match_similarity = a->cfg.min_match_similarity;
-    if (rag_redact_parse(a->cfg.redact, &o->redact, &e)) return cli_fail("config: [safety] redact", &e);
-    if (rag_unsafe_parse(a->cfg.refuse, &o->refuse, &e)) return cli_fail("config: [safety] refuse", &e);
-    if (!strcmp(a->cfg.injections, "mask")) o->mask_injections = 1;
-    else if (!strcmp(a->cfg.injections, "flag")) o->mask_injections = 0;
-    else {
-        fprintf(stderr, "docent: config: [safety] injections: '%s' (use mask or flag)\n",
-                a->cfg.injections);
-        return 1;
-    }
+    if (rag_opts_from_config(&a->cfg, &env->opts, &e)) return cli_fail("config", &e);
+    if (a->k) env->opts.k = a->k;
     return 0;
 }
 

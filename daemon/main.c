@@ -222,32 +222,6 @@ static int open_everything(dd_server *srv, doc_err *err)
     return DOC_OK;
 }
 
-static int opts_from_config(dd_server *srv, doc_err *err)
-{
-    rag_opts *o = &srv->opts;
-    const doc_config *c = &srv->cfg;
-    rag_opts_default(o);
-    o->k = c->k;
-    o->n_dense = c->n_dense;
-    o->n_bm25 = c->n_bm25;
-    o->rrf_k = c->rrf_k;
-    o->min_similarity = c->min_similarity;
-    o->prompt_tokens = c->prompt_tokens;
-    o->answer_tokens = c->answer_tokens;
-    o->temperature = (float)c->temperature;
-    o->repeat_penalty = (float)c->repeat_penalty;
-    o->seed = (uint64_t)c->seed;
-    o->min_support = c->min_support;
-    o->min_match_similarity = c->min_match_similarity;
-    int rc;
-    if ((rc = rag_redact_parse(c->redact, &o->redact, err))) return doc_errprefix(err, "[safety] redact"), rc;
-    if ((rc = rag_unsafe_parse(c->refuse, &o->refuse, err))) return doc_errprefix(err, "[safety] refuse"), rc;
-    if (!strcmp(c->injections, "mask")) o->mask_injections = 1;
-    else if (!strcmp(c->injections, "flag")) o->mask_injections = 0;
-    else return doc_errf(err, DOC_EINVAL, "[safety] injections: '%s' (use mask or flag)", c->injections);
-    return DOC_OK;
-}
-
 int main(int argc, char **argv)
 {
     log_init();
@@ -309,7 +283,7 @@ int main(int argc, char **argv)
         doc_errf(&e, DOC_ELIMIT, "--http: address too long");
         goto fail;
     }
-    if (opts_from_config(srv, &e)) goto fail;
+    if (rag_opts_from_config(&srv->cfg, &srv->opts, &e)) goto fail;
     if (check) {
         prompt_set *p = NULL;
         if (prompt_set_load(srv->cfg.prompts_dir, &p, &e)) goto fail;

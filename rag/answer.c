@@ -59,6 +59,30 @@ void rag_opts_default(rag_opts *o)
     o->mask_injections = 1;
 }
 
+int rag_opts_from_config(const doc_config *c, rag_opts *o, doc_err *err)
+{
+    rag_opts_default(o);
+    o->k = c->k;
+    o->n_dense = c->n_dense;
+    o->n_bm25 = c->n_bm25;
+    o->rrf_k = c->rrf_k;
+    o->min_similarity = c->min_similarity;
+    o->prompt_tokens = c->prompt_tokens;
+    o->answer_tokens = c->answer_tokens;
+    o->temperature = (float)c->temperature;
+    o->repeat_penalty = (float)c->repeat_penalty;
+    o->seed = (uint64_t)c->seed;
+    o->min_support = c->min_support;
+    o->min_match_similarity = c->min_match_similarity;
+    int rc;
+    if ((rc = rag_redact_parse(c->redact, &o->redact, err))) return doc_errprefix(err, "[safety] redact"), rc;
+    if ((rc = rag_unsafe_parse(c->refuse, &o->refuse, err))) return doc_errprefix(err, "[safety] refuse"), rc;
+    if (!strcmp(c->injections, "mask")) o->mask_injections = 1;
+    else if (!strcmp(c->injections, "flag")) o->mask_injections = 0;
+    else return doc_errf(err, DOC_EINVAL, "[safety] injections: '%s' (use mask or flag)", c->injections);
+    return DOC_OK;
+}
+
 /* ---- small helpers ------------------------------------------------------- */
 
 static char *dup_str(const char *s)

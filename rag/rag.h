@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h"
 #include "core/core.h"
 #include "index/index.h"
 #include "llm/llm.h"
@@ -200,6 +201,10 @@ typedef struct rag_opts {
 
 /* rag_opts_default: the values in parentheses above. */
 void rag_opts_default(rag_opts *o);
+/* rag_opts_from_config: the [search], [answer] and [safety] settings of a
+ * loaded docent.conf; DOC_EINVAL naming the key for a bad category list or
+ * injections mode. */
+int rag_opts_from_config(const doc_config *c, rag_opts *o, doc_err *err);
 
 typedef struct rag_env {
     idx_store *store;
