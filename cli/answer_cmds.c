@@ -75,63 +75,6 @@ static const char *not_found_name(int n)
     return n == RAG_NOT_FOUND_WEAK ? "weak evidence" : n == RAG_NOT_FOUND_MODEL ? "model" : NULL;
 }
 
-/* print_sources: the cited passages, the dropped and flagged ones, timings */
-static void print_sources(const rag_answer *r, int quiet)
-{
-    int cited = 0;
-    for (int i = 0; i < r->n_passages; i++) cited += r->passages[i].cited;
-    if (cited) printf("\nSources:\n");
-    for (int n = 1; n <= r->n_given; n++) {
-        for (int i = 0; i < r->n_passages; i++) {
-            const rag_passage *p = &r->passages[i];
-            if (p->n != n || !p->cited) continue;
-            printf("[%d] %s \u2014 %s%s%s", n, p->title, p->uri, *p->heading ? "#" : "", p->heading);
-            if (p->page > 0) printf(", p. %d", p->page);
-            if (p->line_start > 0) printf(", lines %d\u2013%d", p->line_start, p->line_end);
-            printf("\n");
-            if (p->snippet && *p->snippet) {
-                printf("    \"");
-                for (const char *c = p->snippet; *c; c++) putchar(*c == '\n' ? ' ' : *c);
-                printf("\"\n");
-            }
-        }
-    }
-    fflush(stdout); /* the notes go to stderr after the sources */
-    if (quiet) return;
-    int dropped = 0, flagged = 0;
-    for (int i = 0; i < r->n_passages; i++) {
-        dropped += r->passages[i].dropped;
-        flagged += r->passages[i].injection != 0;
-    }
-    if (dropped) {
-        fprintf(stderr, "note: %d retrieved passage%s did not fit the prompt's token budget:", dropped,
-                dropped > 1 ? "s" : "");
-        for (int i = 0, shown = 0; i < r->n_passages; i++)
-            if (r->passages[i].dropped)
-                fprintf(stderr, "%s %s%s%s", shown++ ? ";" : "", r->passages[i].uri,
-                        *r->passages[i].heading ? "#" : "", r->passages[i].heading);
-        fprintf(stderr, "\n");
-    }
-    if (flagged) {
-        for (int i = 0; i < r->n_passages; i++)
-            if (r->passages[i].injection)
-                fprintf(stderr, "note: %s holds instruction-like text (%s)\n", r->passages[i].uri,
-                        r->passages[i].n_masked ? "withheld from the model" : "given as data");
-    }
-    if (!r->refused && !r->not_found && !r->grounded)
-        fprintf(stderr, "note: not grounded: %d sentence%s without a supporting source\n",
-                r->n_unsupported, r->n_unsupported == 1 ? "" : "s");
-    if (r->n_redacted) fprintf(stderr, "note: %d item%s redacted\n", r->n_redacted, r->n_redacted > 1 ? "s" : "");
-    const rag_timings *t = &r->t;
-    fprintf(stderr, "time: first text %.2f s, total %.2f s (retrieve %.3f s", t->first_text, t->total,
-            t->embed + t->retrieve);
-    if (t->rewrite > 0) fprintf(stderr, ", rewrite %.2f s", t->rewrite);
-    if (r->prompt_tokens)
-        fprintf(stderr, ", prefill %.2f s for %d tokens, decode %.2f s for %d tokens", t->prefill,
-                r->prompt_tokens, t->decode, r->answer_tokens);
-    fprintf(stderr, ")\n");
-}
-
 static json_t *answer_json(const rag_answer *r, const common *a)
 {
     json_t *o = json_object(), *cites = json_array(), *dropped = json_array(), *flagged = json_array();
@@ -194,11 +137,11 @@ static json_t *answer_json(const rag_answer *r, const common *a)
     return o;
 }
 
-/* ---- through the daemon ------------------------------------------------------ */
-
-/* print_sources_json: the Sources block and the notes from an answer object
- * of the wire (the same lines as print_sources) */
-static void print_sources_json(const json_t *r, int quiet)
+/* print_sources: the Sources block (the cited sources) on stdout, then the
+ * notes (dropped and flagged sources, an ungrounded answer, redactions,
+ * timings) on stderr, from an answer object of the wire: the daemon's reply
+ * (remote), or answer_json of an in-process answer */
+static void print_sources(const json_t *r, int quiet, int remote)
 {
     json_t *cites = json_object_get(r, "citations");
     size_t i;
@@ -240,13 +183,18 @@ static void print_sources_json(const json_t *r, int quiet)
         !json_is_true(json_object_get(r, "grounded")))
         fprintf(stderr, "note: not grounded: %lld sentence(s) without a supporting source\n",
                 (long long)json_int_or(r, "unsupported_sentences", 0));
+    if (json_int_or(r, "redacted", 0) > 0)
+        fprintf(stderr, "note: %lld item(s) redacted\n", (long long)json_int_or(r, "redacted", 0));
     json_t *t = json_object_get(r, "timings"), *u = json_object_get(r, "usage");
-    fprintf(stderr, "time: first text %.2f s, total %.2f s (retrieve %.3f s, prefill %.2f s for %lld tokens, "
-                    "decode %.2f s for %lld tokens; in docentd)\n",
+    fprintf(stderr, "time: first text %.2f s, total %.2f s (retrieve %.3f s",
             json_num_or(t, "first_text", 0), json_num_or(t, "total", 0),
-            json_num_or(t, "embed", 0) + json_num_or(t, "retrieve", 0), json_num_or(t, "prefill", 0),
-            (long long)json_int_or(u, "prompt_tokens", 0), json_num_or(t, "decode", 0),
-            (long long)json_int_or(u, "completion_tokens", 0));
+            json_num_or(t, "embed", 0) + json_num_or(t, "retrieve", 0));
+    if (json_num_or(t, "rewrite", 0) > 0) fprintf(stderr, ", rewrite %.2f s", json_num_or(t, "rewrite", 0));
+    if (json_int_or(u, "prompt_tokens", 0) > 0)
+        fprintf(stderr, ", prefill %.2f s for %lld tokens, decode %.2f s for %lld tokens",
+                json_num_or(t, "prefill", 0), (long long)json_int_or(u, "prompt_tokens", 0),
+                json_num_or(t, "decode", 0), (long long)json_int_or(u, "completion_tokens", 0));
+    fprintf(stderr, "%s)\n", remote ? "; in docentd" : "");
 }
 
 typedef struct remote_ask {
@@ -305,7 +253,7 @@ static int ask_remote(common *a, const char *sock, const char *question)
     }
     if (!stream) fputs(json_str_or(r.done, "answer", ""), stdout);
     printf("\n");
-    print_sources_json(r.done, a->quiet);
+    print_sources(r.done, a->quiet, 1);
     json_decref(r.done);
     return 0;
 }
@@ -426,7 +374,9 @@ int cmd_ask(int argc, char **argv)
             printf("\n\n[the output filters changed the text above; the answer as delivered:]\n%s",
                    r.text ? r.text : "");
         printf("\n");
-        print_sources(&r, a.quiet);
+        json_t *aj = answer_json(&r, &a);
+        print_sources(aj, a.quiet, 0);
+        json_decref(aj);
     }
     if (arc == DOC_ECANCELLED) {
         fprintf(stderr, "docent: ask: cancelled\n");
@@ -507,8 +457,7 @@ int cmd_chat(int argc, char **argv)
         doc_err e = {0};
         rag_request rq = {.question = q, .collections = coll ? &coll : NULL,
                           .n_collections = coll ? 1 : 0, .history = turns, .n_history = n_turns,
-                          .on_text = NULL, .cancel = &cli_stop};
-        rq.on_text = stream_out;
+                          .on_text = stream_out, .cancel = &cli_stop};
         int arc = rag_answer_question(&env, &rq, &r, &e);
         if (arc && arc != DOC_ECANCELLED) {
             cli_fail("chat", &e);
@@ -519,7 +468,9 @@ int cmd_chat(int argc, char **argv)
                    r.text ? r.text : "");
         printf("\n");
         if (n_turns) printf("(searched for: %s)\n", r.query);
-        print_sources(&r, a.quiet);
+        json_t *aj = answer_json(&r, &a);
+        print_sources(aj, a.quiet, 0);
+        json_decref(aj);
         printf("\n");
         if (arc == DOC_ECANCELLED) printf("(cancelled)\n");
         if (arc == DOC_OK && !r.refused) {

@@ -194,32 +194,38 @@ int rag_strip_echo(const char *raw, size_t n, buf *out)
     return rc;
 }
 
-/* filter_text: markers checked against n_given sources, remote links stripped,
- * PII redacted, into out (cleaned is scratch). */
+/* output_filter: cleaned (markers already checked) with remote links
+ * stripped and PII redacted, into out */
+static int output_filter(const buf *cleaned, const rag_opts *o, buf *out, int *n_stripped,
+                         int *n_redacted, doc_err *err)
+{
+    buf t;
+    buf_init(&t, 0);
+    buf_reset(out);
+    int rc = rag_strip_remote(cleaned->data ? cleaned->data : "", cleaned->len, &t, n_stripped);
+    if (rc == DOC_OK) rc = rag_redact(t.data ? t.data : "", t.len, o->redact, out, NULL, 0, n_redacted);
+    if (rc == DOC_OK && !out->data) rc = buf_append(out, "", 0);
+    buf_free(&t);
+    if (rc) doc_errf(err, rc, "answer filter: %s", rc == DOC_ENOMEM ? "out of memory" : "output cap");
+    return rc;
+}
+
+/* filter_text: what the final answer gets, for a prefix of the stream: echoed
+ * prompt syntax removed, markers checked against n_given (text-less) sources,
+ * then output_filter (cleaned is scratch) */
 static int filter_text(const char *raw, size_t n, const rag_source *sources, int n_given,
-                       const rag_opts *o, buf *cleaned, buf *out, int *n_stripped,
-                       int *n_redacted, doc_err *err)
+                       const rag_opts *o, buf *cleaned, buf *out, doc_err *err)
 {
     rag_citations c;
     buf t;
     buf_init(&t, 0);
     buf_reset(cleaned);
-    buf_reset(out);
     int rc = rag_strip_echo(raw, n, &t);
     if (rc == DOC_OK) rc = rag_cite(t.data, t.len, sources, n_given, o->min_support, cleaned, &c, err);
-    if (rc) {
-        buf_free(&t);
-        return rc;
-    }
-    rag_citations_free(&c);
-    buf_reset(&t);
-    if ((rc = rag_strip_remote(cleaned->data, cleaned->len, &t, n_stripped))) goto done;
-    rc = rag_redact(t.data ? t.data : "", t.len, o->redact, out, NULL, 0, n_redacted);
-    if (rc == DOC_OK && !out->data) rc = buf_append(out, "", 0);
-done:
     buf_free(&t);
-    if (rc) doc_errf(err, rc, "answer filter: %s", rc == DOC_ENOMEM ? "out of memory" : "output cap");
-    return rc;
+    if (rc) return rc;
+    rag_citations_free(&c);
+    return output_filter(cleaned, o, out, NULL, NULL, err);
 }
 
 /* the stream: raw text accumulates; at release points the whole raw prefix is
@@ -234,7 +240,6 @@ typedef struct stream {
     buf raw, cleaned, filtered, emitted;
     size_t word_start;        /* start of the word being read in raw */
     size_t scanned;           /* raw bytes looked at */
-    size_t released;          /* raw bytes already filtered and handed on */
     int pending_sensitive;    /* a word since the last release held digits or symbols */
     int revised;              /* the filters changed text already handed on */
     int stopped;              /* the consumer asked to stop */
@@ -284,9 +289,8 @@ static int release(stream *s, size_t upto)
 {
     doc_err e = {0};
     int rc = filter_text(s->raw.data, upto, s->empty, s->n_given, s->o, &s->cleaned,
-                         &s->filtered, NULL, NULL, &e);
+                         &s->filtered, &e);
     if (rc) return rc;
-    s->released = upto;
     s->pending_sensitive = 0;
     return emit(s, &s->filtered);
 }
@@ -845,7 +849,6 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     smp.seed = o->seed;
     smp.max_tokens = answer_tokens;
     s.o = o;
-    s.empty = srcs; /* replaced below by text-less sources */
     s.n_given = a->n_given;
     s.cb = rq->on_text;
     s.ud = rq->ud;
@@ -895,16 +898,11 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     if ((rc = snippets(env, given, a->n_given, cleaned.data, &cit))) goto oom;
     a->t.cite = secs_since(t);
 
-    /* 7. filters: the final text, and the rest of the stream */
+    /* 7. filters: the final text (the stream's filter_text of the whole raw
+     * text, whose marker pass is step 6's), and the rest of the stream */
     t = time_now();
-    buf c2;
-    buf_init(&c2, 0);
-    rc = filter_text(s.raw.data ? s.raw.data : "", s.raw.len, srcs, a->n_given, o, &c2,
-                     &final, &a->n_stripped, &a->n_redacted, err);
-    buf_free(&c2);
-    if (rc) goto done;
+    if ((rc = output_filter(&cleaned, o, &final, &a->n_stripped, &a->n_redacted, err))) goto done;
     if (!cancelled) {
-        s.released = s.raw.len;
         if ((rc = emit(&s, &final))) goto oom;
     }
     a->stream_revised = s.revised;
