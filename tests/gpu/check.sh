@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# check.sh - `make gpu-check`: the CUDA backend on a machine with an NVIDIA GPU.
+#
+#   1. build: the binaries prepare.sh put in .gpu/bin (the GPU machine lacks
+#      docent's C dependencies), else `make BUILD=build-cuda` here; and nvcc
+#      compiles llm/cuda/*.cu on this machine as a check of its toolchain
+#   2. op parity: test_cuda (every op vs the CPU reference); a skip is a failure
+#   3. copy bandwidth through the backend (for the bound fractions)
+#   4. model parity + benchmarks: tests/gpu/model_parity.py (random llama
+#      models of the SmolLM2-135M and 1B shapes vs transformers; MiniLM vs
+#      sentence-transformers; decode/prefill/encoder rates)
+# Prints a table; writes logs and JSON under $OUT when set (else
+# build-cuda/gpu-check/).  Exits non-zero on any failure.  About 5 minutes on
+# an H200.  GPU_CHECK_QUICK=1: one small decoder shape, short benchmarks;
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_BACKEND=cpu: a dry run of step 4 without a GPU.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+RES=${OUT:-$ROOT/build-cuda/gpu-check}
+WORK=${GPU_CHECK_WORK:-/tmp/docent-gpu-check}
+mkdir -p "$RES" "$WORK"
+export PYTHONUNBUFFERED=1
+failed=()
+t_start=$SECONDS
+step() { printf '\n=== %s (%ds)\n' "$1" $((SECONDS - t_start)); }
+
+step "0. machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
+command -v nvcc >/dev/null && nvcc --version | tail -1
+
+step "1. build"
+# CUDA's libraries: the toolkit's, else the ones pip installed with PyTorch
+cuda_libs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -e "$d/libcublas.so.13" ] && cuda_libs="$cuda_libs:$d"
+done
+if [ -z "$cuda_libs" ]; then
+    py_libs=$(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+seen = set()
+for sp in site.getsitepackages():
+    for f in glob.glob(os.path.join(sp, "nvidia", "**", "libcublas*.so*"), recursive=True) + \
+             glob.glob(os.path.join(sp, "nvidia", "**", "libcudart.so*"), recursive=True):
+        seen.add(os.path.dirname(f))
+print(":".join(sorted(seen)))
+PY
+)
+    cuda_libs=":$py_libs"
+fi
+if [ -x .gpu/bin/test_cuda ] && [ -x .gpu/bin/gpu_probe ]; then
+    BIN=$ROOT/.gpu/bin
+    LDP="$ROOT/.gpu/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "using the binaries prepare.sh built ($BIN)"
+    if command -v nvcc >/dev/null; then
+        for cu in llm/cuda/*.cu; do
+            nvcc -O2 -std=c++17 -I. -gencode arch=compute_90,code=sm_90 -c "$cu" -o "$WORK/$(basename "$cu" .cu).o" \
+                || failed+=("nvcc $cu")
+        done
+        echo "nvcc here compiles llm/cuda/*.cu: ${failed[*]:-ok}"
+    fi
+else
+    make -j"$(nproc)" BUILD=build-cuda build-cuda/tests/test_cuda build-cuda/gpu/gpu_probe >"$RES/build.log" 2>&1 ||
+        { tail -30 "$RES/build.log"; echo "build failed; on a machine without docent's build dependencies run tests/gpu/prepare.sh first (elsewhere) and carry .gpu"; exit 1; }
+    BIN=$ROOT/build-cuda/tests
+    cp build-cuda/gpu/gpu_probe "$BIN/" 2>/dev/null || true
+    LDP="${cuda_libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+# the carried libraries are for docent's binaries only: Python keeps its own
+export DOCENT_LD_PATH=$LDP
+run_bin() { LD_LIBRARY_PATH="$LDP" "$@"; }
+LD_LIBRARY_PATH="$LDP" ldd "$BIN/gpu_probe" "$BIN/test_cuda" | grep "not found" && { echo "missing shared libraries"; exit 1; }
+
+step "2. op parity (test_cuda)"
+run_bin timeout 150 "$BIN/test_cuda" 2>&1 | tee "$RES/test_cuda.log"
+rc=${PIPESTATUS[0]}
+case $rc in
+    0) echo "op parity: passed" ;;
+    77) failed+=("test_cuda skipped on a GPU machine"); echo "op parity: SKIPPED - the CUDA backend did not start" ;;
+    *) failed+=("test_cuda (exit $rc)") ;;
+esac
+
+step "3. copy bandwidth"
+bw_json=$(run_bin timeout 30 "$BIN/gpu_probe" copybw cuda 1024 20) || failed+=("copybw")
+echo "$bw_json" | tee "$RES/copybw.json"
+gbs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["gb_s"])' "$bw_json" 2>/dev/null || echo 0)
+
+step "4. model parity and benchmarks"
+minilm=()
+if [ -f .gpu/minilm-int8/weights.safetensors ]; then
+    python3 tests/gpu/pack_minilm.py unpack .gpu/minilm-int8 "$WORK/minilm" && minilm=(--minilm "$WORK/minilm")
+elif [ -d models/all-minilm-l6-v2 ]; then
+    minilm=(--minilm models/all-minilm-l6-v2)
+else
+    echo "no MiniLM weights carried (.gpu/minilm-int8): the encoder part is skipped"
+fi
+shapes=smollm2-135m,llama-1b quick=()
+[ "${GPU_CHECK_QUICK:-0}" = 1 ] && shapes=smollm2-135m quick=(--quick)
+timeout 400 python3 tests/gpu/model_parity.py --probe "$BIN/gpu_probe" --work "$WORK" \
+    --json "$RES/model_parity.json" --bench \
+    --device "${GPU_CHECK_DEVICE:-cuda}" --backend "${GPU_CHECK_BACKEND:-cuda}" --copy-gbs "$gbs" --shapes "$shapes" "${minilm[@]}" "${quick[@]}" \
+    2>&1 | grep -v "Writing model shards\|deprecated\|return forward_call" | tee "$RES/model_parity.log"
+rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] || failed+=("model parity (exit $rc)")
+
+step "summary"
+python3 - "$RES" "${failed[@]}" <<'PY'
+import json, os, sys
+res, failed = sys.argv[1], sys.argv[2:]
+out = {"failed": failed}
+for f in ("copybw.json", "model_parity.json"):
+    p = os.path.join(res, f)
+    if os.path.exists(p):
+        try:
+            out[f[:-5]] = json.load(open(p))
+        except ValueError:
+            pass
+json.dump(out, open(os.path.join(res, "gpu_check.json"), "w"), indent=1)
+PY
+echo "results: $RES/gpu_check.json  (${SECONDS}s)"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "GPU CHECK FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "GPU CHECK PASSED"

@@ -1,0 +1,210 @@
+/*
+ * gpu_probe.c - docent's engine driven from the command line for
+ * tests/gpu/check.sh: logits and greedy tokens of a decoder, embeddings of an
+ * encoder, timings, and the device's copy bandwidth, as one JSON object on
+ * stdout (arrays of floats go to binary files, little-endian f32).
+ *
+ *   gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT
+ *       IDS_FILE: whitespace-separated token ids (the prompt).  Prefill in one
+ *       call, then STEPS greedy steps; writes the prefill's last-token logits
+ *       to LOGITS_OUT; prints {"tokens": [...], "prefill_s", "decode_s", ...}.
+ *   gpu_probe prefill MODEL BACKEND N REPS
+ *       times a prefill of N tokens (ids i % 1000 + 10) on a fresh session,
+ *       REPS times after one warm-up; prints the best and mean seconds.
+ *   gpu_probe embed MODEL BACKEND TEXTS_FILE BATCH OUT
+ *       one text per line; writes (n, dim) embeddings to OUT and the time.
+ *   gpu_probe copybw BACKEND MIB REPS
+ *       device-to-device copy through the backend's copy op; bytes read +
+ *       written per second.
+ * Exit status 0, or 1 with a message on stderr.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "llm/backend.h"
+#include "llm/llm.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int die(const char *what, const doc_err *e)
+{
+    fprintf(stderr, "gpu_probe: %s: %s\n", what, e ? e->msg : "");
+    return 1;
+}
+
+static int open_model(const char *path, const char *backend, int n_ctx, int batch, llm_model **m,
+                      doc_err *err)
+{
+    llm_opts o = {.backend = backend, .n_ctx = n_ctx, .batch = batch};
+    return llm_model_open(path, &o, m, err);
+}
+
+static int32_t argmax(const float *x, int n)
+{
+    int32_t b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static int write_f32(const char *path, const float *x, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(x, sizeof *x, n, f);
+    return fclose(f) || w != n ? -1 : 0;
+}
+
+static int cmd_decode(char **a)
+{
+    doc_err err = {0};
+    llm_model *m = NULL;
+    int steps = atoi(a[3]), cap = 1 << 16, n = 0;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    FILE *f = fopen(a[2], "r");
+    if (!ids || !f) return die("cannot read the ids file", NULL);
+    while (n < cap && fscanf(f, "%d", &ids[n]) == 1) n++;
+    fclose(f);
+    if (open_model(a[0], a[1], n + steps + 8, 0, &m, &err)) return die("open", &err);
+    int nv = llm_n_vocab(m);
+    float *lg = malloc((size_t)nv * sizeof *lg);
+    llm_session *s = NULL;
+    if (!lg || llm_session_new(m, &s, &err)) return die("session", &err);
+    double t0 = now();
+    if (llm_session_eval(s, ids, n, 0, lg, &err)) return die("prefill", &err);
+    double t1 = now();
+    if (write_f32(a[4], lg, (size_t)nv)) return die("cannot write the logits file", NULL);
+    printf("{\"model\": \"%s\", \"desc\": \"%s\", \"n_prompt\": %d, \"tokens\": [", a[0],
+           llm_model_desc(m), n);
+    for (int t = 0; t < steps; t++) {
+        int32_t id = argmax(lg, nv);
+        printf("%s%d", t ? ", " : "", id);
+        if (llm_session_eval(s, &id, 1, 0, lg, &err)) return die("decode", &err);
+    }
+    double t2 = now();
+    printf("], \"prefill_s\": %.6f, \"decode_s\": %.6f, \"decode_tok_s\": %.2f}\n", t1 - t0, t2 - t1,
+           steps / (t2 - t1));
+    llm_session_free(&s);
+    llm_model_close(&m);
+    free(lg);
+    free(ids);
+    return 0;
+}
+
+static int cmd_prefill(char **a)
+{
+    doc_err err = {0};
+    llm_model *m = NULL;
+    int n = atoi(a[2]), reps = atoi(a[3]);
+    if (open_model(a[0], a[1], n + 8, 0, &m, &err)) return die("open", &err);
+    int nv = llm_n_vocab(m);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    float *lg = malloc((size_t)nv * sizeof *lg);
+    if (!ids || !lg) return die("out of memory", NULL);
+    for (int i = 0; i < n; i++) ids[i] = 10 + i % 1000 < nv ? 10 + i % 1000 : i % nv;
+    double best = 1e30, sum = 0;
+    for (int r = -1; r < reps; r++) {
+        llm_session *s = NULL;
+        if (llm_session_new(m, &s, &err)) return die("session", &err);
+        double t0 = now();
+        if (llm_session_eval(s, ids, n, 0, lg, &err)) return die("prefill", &err);
+        double dt = now() - t0;
+        llm_session_free(&s);
+        if (r < 0) continue; /* warm-up */
+        sum += dt;
+        if (dt < best) best = dt;
+    }
+    printf("{\"model\": \"%s\", \"n\": %d, \"best_s\": %.6f, \"mean_s\": %.6f, \"tok_s\": %.1f}\n", a[0],
+           n, best, sum / reps, n / best);
+    llm_model_close(&m);
+    free(ids);
+    free(lg);
+    return 0;
+}
+
+static int cmd_embed(char **a)
+{
+    doc_err err = {0};
+    llm_model *m = NULL;
+    if (open_model(a[0], a[1], 0, atoi(a[3]), &m, &err)) return die("open", &err);
+    size_t cap = 0, len = 0;
+    char *all = NULL;
+    FILE *f = fopen(a[2], "rb");
+    if (!f) return die("cannot read the texts file", NULL);
+    for (;;) {
+        if (len + 65536 > cap && !(all = realloc(all, cap = cap * 2 + 65536))) return die("oom", NULL);
+        size_t r = fread(all + len, 1, cap - len - 1, f);
+        if (!r) break;
+        len += r;
+    }
+    fclose(f);
+    all[len] = 0;
+    int n = 0, tcap = 1024;
+    const char **texts = malloc((size_t)tcap * sizeof *texts);
+    for (char *p = all, *nl; p && *p; p = nl ? nl + 1 : NULL) {
+        nl = strchr(p, '\n');
+        if (nl) *nl = 0;
+        if (n == tcap && !(texts = realloc(texts, (size_t)(tcap *= 2) * sizeof *texts))) return die("oom", NULL);
+        texts[n++] = p;
+    }
+    int d = llm_embed_dim(m);
+    float *out = malloc((size_t)n * d * sizeof *out);
+    if (!out) return die("oom", NULL);
+    if (llm_embed(m, texts, n < 4 ? n : 4, out, NULL, &err)) return die("embed (warm-up)", &err);
+    double t0 = now();
+    if (llm_embed(m, texts, n, out, NULL, &err)) return die("embed", &err);
+    double dt = now() - t0;
+    if (write_f32(a[4], out, (size_t)n * d)) return die("cannot write the embeddings", NULL);
+    printf("{\"model\": \"%s\", \"desc\": \"%s\", \"n\": %d, \"dim\": %d, \"seconds\": %.6f, "
+           "\"texts_s\": %.1f}\n",
+           a[0], llm_model_desc(m), n, d, dt, n / dt);
+    llm_model_close(&m);
+    free(out);
+    free(texts);
+    free(all);
+    return 0;
+}
+
+static int cmd_copybw(char **a)
+{
+    doc_err err = {0};
+    llm_backend *be = NULL;
+    int rc = !strcmp(a[0], "cuda") ? llm_cuda_backend_new(0, &be, &err) : llm_cpu_backend_new(0, &be, &err);
+    if (rc) return die("backend", &err);
+    size_t n = (size_t)atoi(a[1]) << 18; /* MiB of floats */
+    int reps = atoi(a[2]);
+    float *x = be->i->alloc(be, n), *y = be->i->alloc(be, n);
+    if (!x || !y) return die("alloc", NULL);
+    be->i->copy(be, y, x, n);
+    if (be->i->sync(be, &err)) return die("sync", &err);
+    double t0 = now();
+    for (int r = 0; r < reps; r++) be->i->copy(be, r & 1 ? x : y, r & 1 ? y : x, n);
+    if (be->i->sync(be, &err)) return die("sync", &err);
+    double dt = now() - t0;
+    printf("{\"backend\": \"%s\", \"bytes\": %zu, \"reps\": %d, \"seconds\": %.6f, \"gb_s\": %.1f}\n",
+           a[0], n * 4, reps, dt, 2.0 * n * 4 * reps / dt / 1e9);
+    be->i->release(be, x);
+    be->i->release(be, y);
+    llm_backend_free(&be);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 7 && !strcmp(argv[1], "decode")) return cmd_decode(argv + 2);
+    if (argc >= 6 && !strcmp(argv[1], "prefill")) return cmd_prefill(argv + 2);
+    if (argc >= 7 && !strcmp(argv[1], "embed")) return cmd_embed(argv + 2);
+    if (argc >= 5 && !strcmp(argv[1], "copybw")) return cmd_copybw(argv + 2);
+    fprintf(stderr, "usage: gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT\n"
+                    "       gpu_probe prefill MODEL BACKEND N REPS\n"
+                    "       gpu_probe embed MODEL BACKEND TEXTS_FILE BATCH OUT\n"
+                    "       gpu_probe copybw BACKEND MIB REPS\n");
+    return 2;
+}
