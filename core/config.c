@@ -63,6 +63,10 @@ static const opt opts[] = {
     O("daemon", "max_connections", T_INT, max_connections, 1, 65536, "64"),
     O("daemon", "max_per_caller", T_INT, max_per_caller, 1, 65536, "16"),
     O("daemon", "request_timeout_s", T_INT, request_timeout_s, 1, 86400, "300"),
+    O("daemon", "generators", T_INT, generators, 1, 64, "1"),
+    O("daemon", "queue_timeout_s", T_INT, queue_timeout_s, 1, 86400, "120"),
+    O("daemon", "answer_timeout_s", T_INT, answer_timeout_s, 1, 86400, "600"),
+    O("daemon", "watch", T_STR, watch, 0, 0, ""),
     O("answer", "prompts", T_PATH, prompts_dir, 0, 0, "prompts"),
     O("answer", "min_similarity", T_DOUBLE, min_similarity, -1, 1, "0.38"),
     O("answer", "prompt_tokens", T_INT, prompt_tokens, 256, 1 << 20, "1024"),
@@ -75,6 +79,19 @@ static const opt opts[] = {
     O("safety", "redact", T_STR, redact, 0, 0, "all"),
     O("safety", "refuse", T_STR, refuse, 0, 0, "all"),
     O("safety", "injections", T_STR, injections, 0, 0, "mask"),
+    O("remote", "api_key", T_STR, remote_api_key, 0, 0, ""),
+    O("remote", "api_key_env", T_STR, remote_api_key_env, 0, 0, ""),
+    O("remote", "timeout_s", T_INT, remote_timeout_s, 1, 86400, "300"),
+    O("remote", "connect_timeout_s", T_INT, remote_connect_timeout_s, 1, 600, "10"),
+    O("remote", "idle_timeout_s", T_INT, remote_idle_timeout_s, 1, 86400, "60"),
+    O("remote", "retries", T_INT, remote_retries, 0, 20, "2"),
+    O("remote", "backoff_ms", T_INT, remote_backoff_ms, 1, 60000, "500"),
+    O("remote", "max_concurrency", T_INT, remote_max_concurrency, 1, 4096, "8"),
+    O("remote", "tls_verify", T_INT, remote_tls_verify, 0, 1, "1"),
+    O("remote", "ca_file", T_PATH, remote_ca_file, 0, 0, ""),
+    O("remote", "tokenizer", T_PATH, remote_tokenizer, 0, 0, ""),
+    O("remote", "embedder_tokenizer", T_PATH, remote_embedder_tokenizer, 0, 0, ""),
+    O("remote", "n_ctx", T_INT, remote_n_ctx, 256, 1 << 24, "4096"),
 };
 
 /* the directory relative paths are resolved against ("" for defaults: cwd) */
@@ -117,7 +134,7 @@ static int set_value(pstate *ps, const opt *o, const char *v)
         const char *home = getenv("HOME");
         if (o->type == T_PATH && v[0] == '~' && v[1] == '/')
             n = snprintf(p, o->size, "%s/%s", home ? home : "", v + 2);
-        else if (o->type == T_PATH && v[0] != '/' && ps->base[0])
+        else if (o->type == T_PATH && v[0] && v[0] != '/' && !strstr(v, "://") && ps->base[0])
             n = snprintf(p, o->size, "%s/%s", ps->base, v);
         else
             n = snprintf(p, o->size, "%s", v);

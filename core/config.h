@@ -54,6 +54,10 @@ typedef struct doc_config {
     int max_connections;        /* concurrent connections */
     int max_per_caller;         /* requests in flight per uid or API key (429 past it) */
     int request_timeout_s;      /* idle connections are closed after this */
+    int generators;             /* generator instances: answers produced at once */
+    int queue_timeout_s;        /* a question waiting longer for a generator: 503 */
+    int answer_timeout_s;       /* an answer's generation stops after this */
+    char watch[4096];           /* "COLLECTION:/PATH,...": ingested and followed */
     /* [answer] */
     char prompts_dir[1024];     /* the prompt templates */
     double min_similarity;      /* not found when the best passage's cosine is under this */
@@ -68,6 +72,20 @@ typedef struct doc_config {
     char redact[256];           /* redaction categories ("all", "email,card", "" for none) */
     char refuse[256];           /* unsafe-request categories refused ("all", ...) */
     char injections[16];        /* passages with instruction-like text: mask | flag */
+    /* [remote] (models given as http(s):// URLs; see docs/remote.md) */
+    char remote_api_key[512];   /* bearer token ("": none, or api_key_env) */
+    char remote_api_key_env[128]; /* environment variable holding the key */
+    int remote_timeout_s;       /* whole request */
+    int remote_connect_timeout_s;
+    int remote_idle_timeout_s;  /* no byte for this long ends a request */
+    int remote_retries;         /* extra attempts on 429/5xx/connect errors */
+    int remote_backoff_ms;      /* first retry delay (doubled each time, + jitter) */
+    int remote_max_concurrency; /* requests in flight per model */
+    int remote_tls_verify;      /* 0: accept any certificate (testing only) */
+    char remote_ca_file[1024];  /* PEM bundle ("": the system's) */
+    char remote_tokenizer[1024];/* local model whose tokenizer counts a remote generator's tokens ("": estimate) */
+    char remote_embedder_tokenizer[1024]; /* the same for a remote embedder (chunk sizes) */
+    int remote_n_ctx;           /* the remote generator's context length */
 } doc_config;
 
 /* config_defaults: fill c with the built-in defaults. */

@@ -265,6 +265,11 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
         rc = doc_errf(err, DOC_ESTATE, "%s: generation needs a decoder model, this is an encoder", m->src.path);
         goto done;
     }
+    if (m->remote) {
+        rc = doc_errf(err, DOC_EUNSUPPORTED, "%s: a remote model takes messages (llm_generate_chat), not a prompt",
+                      m->src.path);
+        goto done;
+    }
     if (!prompt || !*prompt) {
         rc = doc_errf(err, DOC_EINVAL, "empty prompt");
         goto done;

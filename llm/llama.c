@@ -82,6 +82,10 @@ struct llm_session {
 
 int llm_session_new(llm_model *m, llm_session **out, doc_err *err)
 {
+    if (m->remote) { /* remote models have no local decoding */
+        *out = NULL;
+        return doc_errf(err, DOC_EUNSUPPORTED, "%s: a remote model has no sessions", m->src.path);
+    }
     return session_new_n(m, m->n_ctx, out, err);
 }
 

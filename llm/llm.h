@@ -19,6 +19,25 @@ typedef struct llm_session llm_session;
 
 enum { LLM_ENCODER = 1, LLM_DECODER = 2 };
 
+/* llm_remote_opts: how a remote model (an OpenAI-compatible server, see
+ * llm_model_open and docs/remote.md) is reached.  Zero fields take the
+ * defaults in brackets. */
+typedef struct llm_remote_opts {
+    const char *api_key;     /* sent as "Authorization: Bearer KEY"; never logged [none] */
+    const char *api_key_env; /* or the key is read from this environment variable [none] */
+    int timeout_s;           /* whole request, streaming included [300] */
+    int connect_timeout_s;   /* TCP + TLS connect [10] */
+    int idle_timeout_s;      /* no byte received for this long ends the request [60] */
+    int retries;             /* extra attempts on 429/5xx/connect errors before any text [2];
+                                -1: none */
+    int backoff_ms;          /* first retry delay, doubled each time, plus jitter [500] */
+    int max_concurrency;     /* requests in flight per model; more callers wait [8] */
+    int tls_insecure;        /* 1: do not verify the server's certificate (tests only) */
+    const char *ca_file;     /* PEM bundle to verify against [the system's] */
+    const char *tokenizer;   /* local model whose tokenizer counts tokens [estimate] */
+    int n_ctx;               /* the remote generator's context [4096] */
+} llm_remote_opts;
+
 typedef struct llm_opts {
     int n_threads;             /* <= 0: all online CPUs */
     int n_ctx;                 /* decoder context; 0: min(model's, 4096) */
@@ -28,13 +47,37 @@ typedef struct llm_opts {
     int weights_f32;           /* 1: dequantize every weight to f32 at load (exact
                                   float math, no activation quantization; 4x the
                                   memory of Q8 weights; for verification) */
+    int want_kind;             /* remote models: LLM_ENCODER or LLM_DECODER (0: decoder) */
+    const llm_remote_opts *remote; /* remote models: NULL for the defaults */
 } llm_opts;
 
 /* llm_model_open: load path (a .gguf file or a directory with config.json).
  * Every tensor the architecture needs is checked against the hyperparameters
- * before use.  Caller closes with llm_model_close. */
+ * before use.  Caller closes with llm_model_close.
+ *
+ * A path starting with http:// or https:// opens a remote model instead: an
+ * OpenAI-compatible server's base URL ("http://10.0.0.5:8000/v1") with an
+ * optional "#MODEL" (without it the first id of GET {base}/models).  Its kind
+ * is o->want_kind; an encoder learns its dimension from one probe embedding.
+ * Remote models support llm_generate_chat, llm_embed, llm_count_tokens and the
+ * getters; the token-level calls fail with DOC_EUNSUPPORTED.  Unlike local
+ * models, a remote model may be used from several threads at once. */
 int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err *err);
 void llm_model_close(llm_model **m);
+
+/* llm_opts_from_config: the model options docent.conf gives ([models],
+ * [ingest] embed_batch for an encoder, [remote]) for a model in role want_kind.
+ * o->remote points at *ro, which must live as long as the open call. */
+struct doc_config;
+void llm_opts_from_config(const struct doc_config *c, int want_kind, llm_opts *o,
+                          llm_remote_opts *ro);
+
+/* llm_model_is_remote: 1 for a model opened from a URL. */
+int llm_model_is_remote(const llm_model *m);
+/* llm_model_source: what the model was opened from: the path, or for a remote
+ * model "URL#MODEL" with the model name resolved (borrowed).  This is what
+ * ing_embedder_identity takes. */
+const char *llm_model_source(const llm_model *m);
 
 int llm_model_kind(const llm_model *m);
 /* llm_model_desc: "llama 30L d576 q4_1, cpu/avx512, 2 threads" (borrowed). */
@@ -70,7 +113,9 @@ typedef struct llm_chat_msg {
 } llm_chat_msg;
 
 /* llm_chat_render: messages in the model's chat template (or the override);
- * add_assistant opens the assistant turn.  Appends to out. */
+ * add_assistant opens the assistant turn.  Appends to out.  A remote model
+ * renders ChatML, for token counting only (its server applies its own
+ * template to the messages llm_generate_chat sends). */
 int llm_chat_render(const llm_model *m, const llm_chat_msg *msgs, int n, int add_assistant,
                     buf *out, doc_err *err);
 
@@ -96,7 +141,10 @@ typedef struct llm_gen_stats {
     int stop_reason;        /* LLM_STOP_* */
 } llm_gen_stats;
 
-enum { LLM_STOP_EOS = 1, LLM_STOP_LENGTH, LLM_STOP_STRING, LLM_STOP_CANCELLED, LLM_STOP_CONTEXT };
+/* LLM_STOP_INCOMPLETE: a remote stream ended before the server said it was
+ * done; the text forwarded so far is a partial answer (the call fails). */
+enum { LLM_STOP_EOS = 1, LLM_STOP_LENGTH, LLM_STOP_STRING, LLM_STOP_CANCELLED, LLM_STOP_CONTEXT,
+       LLM_STOP_INCOMPLETE };
 
 /* llm_token_cb: receives output text as it becomes final (whole UTF-8
  * characters; text that could still start a stop string is held back).  Return
@@ -110,6 +158,24 @@ typedef int (*llm_text_cb)(void *ud, const char *text, size_t len);
  * with DOC_EINVAL. */
 int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s, llm_text_cb cb,
                  void *ud, llm_gen_stats *st, doc_err *err);
+
+/* llm_generate_chat: answer a conversation.  Local models: llm_chat_render
+ * (assistant turn opened) then llm_generate, exactly.  Remote models: POST
+ * {base}/chat/completions with stream: true; the reply's text is forwarded
+ * to cb as it arrives, stop strings are applied on this side too, and a
+ * non-zero return from cb aborts the transfer (LLM_STOP_CANCELLED, rc 0).
+ * Errors before any text are retried (see llm_remote_opts); never after.  A
+ * stream cut before the server's end is DOC_EIO with st->stop_reason =
+ * LLM_STOP_INCOMPLETE.  May be called from several threads on a remote model. */
+int llm_generate_chat(llm_model *m, const llm_chat_msg *msgs, int n, const llm_sampling *s,
+                      llm_text_cb cb, void *ud, llm_gen_stats *st, doc_err *err);
+
+/* llm_count_tokens: tokens in text as a prompt would hold it (special-token
+ * text counts as that token).  Local models: their tokenizer.  Remote models:
+ * the tokenizer of llm_remote_opts.tokenizer, else the estimate
+ * ceil(bytes / 3), which is above the true count for English text with every
+ * common BPE vocabulary (about 4 bytes a token). */
+int llm_count_tokens(const llm_model *m, const char *text, size_t len, int *n, doc_err *err);
 
 /* Sessions: low-level decoding for tests and the server.  A session owns a KV
  * cache of n_ctx positions.  llm_session_eval appends n tokens and writes

@@ -386,7 +386,12 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     *out = NULL;
     llm_model *m = calloc(1, sizeof *m);
     if (!m) return doc_errf(err, DOC_ENOMEM, "out of memory");
-    int rc = src_open(&m->src, path, err);
+    int rc;
+    if (remote_is_url(path)) { /* an OpenAI-compatible server (remote.c) */
+        rc = remote_open(m, path, o, err);
+        goto done;
+    }
+    rc = src_open(&m->src, path, err);
     if (rc) goto done;
     for (size_t i = 0; i < sizeof arch_table / sizeof arch_table[0]; i++)
         if (!strcmp(arch_table[i].arch, m->src.arch)) m->kind = arch_table[i].kind;
@@ -412,6 +417,15 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     m->batch = o && o->batch > 0 ? o->batch : 32;
     m->weights_f32 = o && o->weights_f32;
     rc = m->kind == LLM_ENCODER ? bert_load(m, err) : llama_load(m, err);
+    if (rc == DOC_ENOMEM && strcmp(m->be->i->name, "cpu") &&
+        !strcmp(o && o->backend ? o->backend : "auto", "auto")) {
+        /* the weights do not fit on the device: auto falls back to the CPU */
+        log_info("backend auto: %s; using the CPU", err ? err->msg : "out of device memory");
+        llm_model_close(&m);
+        llm_opts cpu_o = o ? *o : (llm_opts){0};
+        cpu_o.backend = "cpu";
+        return llm_model_open(path, &cpu_o, out, err);
+    }
     if (rc) goto done;
     if (m->kind == LLM_DECODER) {
         int want = o && o->n_ctx > 0 ? o->n_ctx : 4096;
@@ -446,6 +460,7 @@ void llm_model_close(llm_model **mp)
 {
     llm_model *m = mp ? *mp : NULL;
     if (!m) return;
+    if (m->remote) remote_close(m);
     if (m->be) {
         for (int i = 0; i < m->n_weights; i++) m->be->i->weight_release(m->be, m->weights[i]);
         for (int i = 0; i < m->n_vecs; i++) m->be->i->release(m->be, m->vecs[i]);
@@ -467,7 +482,20 @@ int llm_model_kind(const llm_model *m) { return m->kind; }
 const char *llm_model_desc(const llm_model *m) { return m->desc; }
 int llm_n_ctx(const llm_model *m) { return m->n_ctx; }
 int llm_n_vocab(const llm_model *m) { return m->hp.n_vocab; }
-int llm_embed_dim(const llm_model *m) { return m->kind == LLM_ENCODER ? m->hp.d : 0; }
+int llm_embed_dim(const llm_model *m)
+{
+    if (m->remote) return remote_embed_dim(m);
+    return m->kind == LLM_ENCODER ? m->hp.d : 0;
+}
+int llm_model_is_remote(const llm_model *m) { return m->remote != NULL; }
+const char *llm_model_source(const llm_model *m) { return m->remote ? remote_source(m) : m->src.path; }
+
+static int no_tokens(const llm_model *m, doc_err *err)
+{
+    return doc_errf(err, DOC_EUNSUPPORTED,
+                    "%s: a remote model has no tokens here (use llm_generate_chat / llm_count_tokens)",
+                    m->src.path);
+}
 
 /* ---- tokens ------------------------------------------------------------ */
 
@@ -476,6 +504,7 @@ int llm_tokenize(const llm_model *m, const char *text, size_t len, int add_speci
 {
     *ids = NULL;
     *n = 0;
+    if (m->remote) return no_tokens(m, err);
     /* a first guess of one token per 3 bytes, then exactly what is needed */
     int cap = (int)(len / 3) + 16;
     if (len > (size_t)1 << 30) return doc_errf(err, DOC_ELIMIT, "text of %zu bytes is too long", len);
@@ -498,11 +527,13 @@ int llm_tokenize(const llm_model *m, const char *text, size_t len, int add_speci
 
 int llm_token_bytes(const llm_model *m, int32_t id, char *out, int cap)
 {
+    if (m->remote) return -1;
     return tok_piece_bytes(m->tok, id, 0, out, cap);
 }
 
 int llm_detokenize(const llm_model *m, const int32_t *ids, int n, buf *out)
 {
+    if (m->remote) return no_tokens(m, NULL);
     return tok_decode(m->tok, ids, n, out);
 }
 
@@ -512,6 +543,7 @@ int llm_embed(llm_model *m, const char *const *texts, int n, float *out,
     if (m->kind != LLM_ENCODER)
         return doc_errf(err, DOC_ESTATE, "%s: embeddings need an encoder model, this is a %s decoder",
                         m->src.path, m->src.arch);
+    if (m->remote) return remote_embed(m, texts, n, out, cancel, err);
     return bert_embed(m, texts, n, out, cancel, err);
 }
 

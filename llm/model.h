@@ -52,6 +52,8 @@ struct llm_model {
     void **owned;        /* host copies made at load (f32 weights), to free */
     int n_owned, cap_owned;
     char desc[256];
+    struct llm_remote *remote; /* set for a model opened from a URL (remote.c); then
+                                  only kind, n_ctx, batch, desc and src.path are set */
 };
 
 /* bert.c */
@@ -63,6 +65,15 @@ int bert_embed(llm_model *m, const char *const *texts, int n, float *out,
 int llama_load(llm_model *m, doc_err *err);
 /* session_new_n: a session with a cache of n_ctx positions (<= the model's). */
 int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err);
+
+/* remote.c: models behind an OpenAI-compatible server */
+int remote_is_url(const char *path);
+int remote_open(llm_model *m, const char *url, const llm_opts *o, doc_err *err);
+void remote_close(llm_model *m);
+int remote_embed(llm_model *m, const char *const *texts, int n, float *out,
+                 const volatile int *cancel, doc_err *err);
+int remote_embed_dim(const llm_model *m);
+const char *remote_source(const llm_model *m);
 
 /* model.c helpers used by the loaders.  model_weight flags: */
 enum {
