@@ -8,7 +8,8 @@
 # ~200 s more: the memory figure for a store of ~1,200 pages).
 #
 # Starts build/docentd on a socket in a 0750 temporary directory (default
-# models, THREADS threads, default 2), then bench/daemon_load.py drives it
+# models, THREADS threads, default 2, shared by GENERATORS generator
+# instances, default 1; no queue timeout), then bench/daemon_load.py drives it
 # through the socket, one persistent connection per client thread:
 #   search  SEARCH_CLIENTS (default "1 8 32") concurrent clients, each level
 #           for SEARCH_SECONDS (10) [or SEARCH_REQUESTS in all]; k SEARCH_K (5);
@@ -76,7 +77,7 @@ echo "== starting docentd ($THREADS threads) on $SOCK"
 t0=$(date +%s.%N)
 # every client is the same uid: lift the per-caller cap (default 16) above the 32 clients
 "$B/docentd" --socket "$SOCK" --data "$STORE" "${O[@]}" -o daemon.max_per_caller="${MAX_PER_CALLER:-64}" \
-    > "$W/docentd.log" 2>&1 &
+    -o daemon.generators="${GENERATORS:-1}" -o daemon.queue_timeout_s=3600 > "$W/docentd.log" 2>&1 &
 pid=$!
 up=0
 for _ in $(seq 1 600); do

@@ -103,11 +103,15 @@ int dd_key_lookup(const char *keys, const char *secret, char *name, size_t cap)
     return found;
 }
 
-int dd_is_admin(const dd_server *srv, const dd_caller *c)
+int dd_is_admin(dd_server *srv, const dd_caller *c)
 {
     if (!c->known) return 0;
-    if (c->tcp) return c->key[0] && dd_list_matches(srv->cfg.admins, c);
-    return c->uid == 0 || c->uid == srv->self_uid || dd_list_matches(srv->cfg.admins, c);
+    if (!c->tcp && (c->uid == 0 || c->uid == srv->self_uid)) return 1;
+    if (c->tcp && !c->key[0]) return 0;
+    pthread_rwlock_rdlock(&srv->reload_rw); /* SIGHUP may change the list */
+    int yes = dd_list_matches(srv->cfg.admins, c);
+    pthread_rwlock_unlock(&srv->reload_rw);
+    return yes;
 }
 
 int dd_readable(dd_server *srv, const dd_caller *c, const char *name, int64_t **ids, int *n)

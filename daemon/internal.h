@@ -11,9 +11,13 @@
  *   jobs.c     ingest jobs
  *   systemd.c  socket activation and readiness notification
  *
- * Threads: libmicrohttpd runs one thread per connection.  The store and the
- * models are single-threaded objects, so every route that touches them holds
- * srv->work (answers and searches are served one at a time for now).
+ *   sched.c    who uses the store, the embedder and the generators, when
+ *   watch.c    the config's watch folders: ingested at start, then followed
+ *
+ * Threads: libmicrohttpd runs one thread per connection; streamed answers and
+ * ingest jobs run on threads of their own.  The store and the models are
+ * single-threaded objects shared through sched.c: the store is taken per call,
+ * the embedder per batch (queries before ingest), a generator per answer.
  */
 #ifndef DOCENT_DAEMON_INTERNAL_H
 #define DOCENT_DAEMON_INTERNAL_H
@@ -61,13 +65,79 @@ typedef struct dd_jobinfo {
     json_t *notes;              /* [{kind, uri, why}], at most 200 */
 } dd_jobinfo;
 
+/* A pool of n interchangeable slots (sched.c) with two FIFO queues; a freed
+ * slot goes to the oldest high-priority waiter, else the oldest low one. */
+enum { DD_PRIO_LOW = 0, DD_PRIO_HIGH = 1 };
+enum { DD_POOL_TIMEOUT = -1, DD_POOL_CANCELLED = -2 };
+struct dd_waiter;
+typedef struct dd_pool {
+    pthread_mutex_t mu;
+    int n;
+    uint64_t free_mask;
+    struct dd_waiter *head[2], *tail[2];
+    int waiting[2];
+    int64_t taken, timeouts;
+} dd_pool;
+int dd_pool_init(dd_pool *p, int n); /* 1 <= n <= 64 */
+void dd_pool_destroy(dd_pool *p);
+/* dd_pool_take: a slot (0..n-1), waiting in prio's queue; DD_POOL_TIMEOUT
+ * after timeout_s (<= 0: no limit), DD_POOL_CANCELLED once *cancel or
+ * *stopping is set (either may be NULL; checked four times a second). */
+int dd_pool_take(dd_pool *p, int prio, double timeout_s, const volatile int *cancel,
+                 const volatile int *stopping);
+void dd_pool_give(dd_pool *p, int slot);
+/* dd_pool_depth: waiters per queue and slots in use (any may be NULL) */
+void dd_pool_depth(dd_pool *p, int *high, int *low, int *busy);
+
+enum { DD_MAX_GENERATORS = 64, DD_MAX_WATCHES = 32 };
+
+/* a [daemon] watch folder (watch.c); counters under srv->stats */
+enum { DD_WATCH_WAITING, DD_WATCH_SYNCING, DD_WATCH_WATCHING, DD_WATCH_FAILED, DD_WATCH_STOPPED };
+typedef struct dd_watch {
+    struct dd_server *srv;
+    char collection[128];
+    char path[1024];
+    int state;
+    int64_t files_done, files_total, added, updated, removed, failed;
+    char error[512];
+} dd_watch;
+
+/* the command line's config sources, kept for SIGHUP's reload */
+typedef struct dd_args {
+    const char *config;         /* --config (NULL: the usual search) */
+    const char *over[32];       /* -o SECTION.KEY=VALUE */
+    int n_over;
+    const char *sock, *data, *http, *embedder, *generator, *backend; /* flags, or NULL */
+} dd_args;
+/* the settings SIGHUP may change, as one request reads them (dd_settings) */
+typedef struct dd_settings {
+    int max_body_kb, max_json_depth, max_per_caller, queue_timeout_s, answer_timeout_s;
+} dd_settings;
+/* dd_load_config: the config file, then -o, then the flags (server.c) */
+int dd_load_config(const dd_args *a, doc_config *c, doc_err *err);
+
 typedef struct dd_server {
-    doc_config cfg;
+    dd_args args;
+    doc_config cfg;             /* reloadable fields change under reload_rw */
     idx_store *store;
-    llm_model *embedder, *generator;
-    prompt_set *prompts;        /* swapped under work on SIGHUP */
+    llm_model *embedder;
+    llm_model *generators[DD_MAX_GENERATORS]; /* [daemon] generators instances */
+    int n_generators;
+    llm_model *generator;       /* generators[0]: descriptions, the chat template */
+    prompt_set *prompts;        /* swapped under reload_rw (write) on SIGHUP */
+    /* SIGHUP changes the prompts, opts and cfg's reloadable fields ([daemon]
+     * admins, api_keys, max_body_kb, max_json_depth, max_per_caller,
+     * queue_timeout_s, answer_timeout_s) under it; answers hold it for
+     * reading while they run, other readers for as long as they read */
+    pthread_rwlock_t reload_rw;
     rag_opts opts;
-    pthread_mutex_t work;       /* store, models, prompts */
+    pthread_mutex_t store_mu;   /* one store call at a time (sched.c) */
+    pthread_mutex_t writer_mu;  /* one write transaction at a time */
+    pthread_mutex_t ingest_mu;  /* one ingest job (or watch sync) at a time */
+    dd_pool embed_pool;         /* the embedder: queries first, then ingest */
+    dd_pool gen_pool;           /* the generators */
+    dd_watch watches[DD_MAX_WATCHES];
+    int n_watches;
     double started;             /* time_now() at start */
     uid_t self_uid;
     volatile int stopping;      /* SIGTERM: in-flight answers stop generating */
@@ -172,13 +242,19 @@ typedef struct dd_job {
     int n_ids, k;
     int answer_tokens;          /* 0: the config's (a request can only lower it) */
     double temperature;         /* < 0: the config's */
+    int timeout_s;              /* 0: answer_timeout_s (a request can only lower it) */
     const rag_turn *history;    /* earlier turns (OpenAI messages), borrowed */
     int n_history;
     void *ext;                  /* the route's own state for its callbacks */
     llm_text_cb on_text;        /* NULL: the SSE "token" events of /v1/ask */
+    /* set by dd_run_ask */
+    double deadline;            /* time_now() past which generation stops */
+    double queued_s;            /* waited for a generator */
+    int busy;                   /* no generator within queue_timeout_s (503) */
 } dd_job;
 
-/* dd_run_ask: answer j under srv->work (fills a; rag's status) */
+/* dd_run_ask: answer j with a generator from the pool (fills a; rag's
+ * status; DOC_ELIMIT when none came free within queue_timeout_s) */
 int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e);
 void dd_job_free(dd_job *j);
 /* dd_spawn: run fn(j) on a detached producer thread that streams into
@@ -189,13 +265,55 @@ int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs);
 void dd_producer_done(dd_server *srv);
 
 /* jobs.c: POST /v1/ingest, GET /v1/jobs/{id} */
+/* dd_ingest_opts: ing_opts from the config, srv->stopping as the cancel flag
+ * (the caller adds its callbacks and a lock hook that calls dd_ingest_lock) */
+void dd_ingest_opts(dd_server *srv, const char *collection, ing_opts *io);
+/* dd_ingest_lock: an ingest lock hook's work: ING_USE_* through dd_use, behind
+ * queries */
+void dd_ingest_lock(dd_server *srv, int what, int on);
 void dd_route_ingest(dd_server *srv, const dd_req *rq, dd_resp *rs);
 void dd_route_job(dd_server *srv, const dd_req *rq, dd_resp *rs);
 
 /* openai.c: /v1/chat/completions, /v1/embeddings, /v1/models */
+#define DD_RAW_MODEL "docent-generator" /* the generator alone (generate.c) */
+/* dd_message_text: a chat message's content as text (a string, or its text
+ * parts joined); NULL when it is neither (malloc'd) */
+char *dd_message_text(const json_t *content);
+/* dd_route_generate: chat completions with DD_RAW_MODEL, body o (admins) */
+void dd_route_generate(dd_server *srv, const dd_req *rq, const json_t *o, int stream, dd_resp *rs);
 void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs);
 void dd_route_embeddings(dd_server *srv, const dd_req *rq, dd_resp *rs);
 void dd_route_models(dd_server *srv, const dd_req *rq, dd_resp *rs);
+
+/* sched.c */
+/* dd_take_generator: a generator slot for j (0..n-1; give it back with
+ * dd_pool_give(&srv->gen_pool, slot)), after waiting at most queue_timeout_s:
+ * else DOC_ELIMIT with j->busy set, or DOC_ECANCELLED (client gone,
+ * stopping).  Sets j->queued_s and j->deadline (answer_timeout_s, or
+ * j->timeout_s when lower). */
+int dd_take_generator(dd_job *j, doc_err *e);
+/* dd_settings_get: a consistent copy of the reloadable limits */
+void dd_settings_get(dd_server *srv, dd_settings *out);
+/* dd_server_init: the locks and pools of a zeroed srv (n_generators slots,
+ * 1..DD_MAX_GENERATORS: DOC_EINVAL otherwise); dd_server_destroy undoes it */
+int dd_server_init(dd_server *srv, int n_generators);
+void dd_server_destroy(dd_server *srv);
+enum { DD_USE_STORE = 1, DD_USE_WRITER, DD_USE_EMBEDDER };
+/* dd_use: take (on=1) or give back (on=0) one shared object; prio matters
+ * for the embedder (DD_PRIO_HIGH: queries) */
+void dd_use(dd_server *srv, int what, int prio, int on);
+/* dd_rag_env: an answer's environment: the store and the embedder shared
+ * through dd_use, the given generator (caller holds reload_rw for reading) */
+void dd_rag_env(dd_server *srv, llm_model *generator, rag_env *env);
+
+/* watch.c: the [daemon] watch folders */
+/* dd_watch_check: parse the list into srv->watches (each must be a folder) */
+int dd_watch_check(dd_server *srv, doc_err *err);
+/* dd_watch_start: check the list, then sync and follow each folder on a
+ * thread of its own (a producer: main waits for it at shutdown) */
+int dd_watch_start(dd_server *srv, doc_err *err);
+/* dd_watch_json: [{collection, path, state, documents_done, ...}] */
+json_t *dd_watch_json(dd_server *srv);
 
 /* access.c */
 /* dd_list_matches: does caller match one entry of a readers/admins list
@@ -203,10 +321,10 @@ void dd_route_models(dd_server *srv, const dd_req *rq, dd_resp *rs);
  * uid/user/group entries never match a TCP caller; key entries only match one. */
 int dd_list_matches(const char *list, const dd_caller *c);
 /* dd_is_admin: root, the daemon's own user, or [daemon] admins. */
-int dd_is_admin(const dd_server *srv, const dd_caller *c);
+int dd_is_admin(dd_server *srv, const dd_caller *c);
 /* dd_readable: ids of the collections c may read (*ids malloc'd); with name
  * non-NULL only that one (DOC_ENOTFOUND: no such collection; 0 ids: not
- * readable).  Call under srv->work. */
+ * readable).  Call with the store taken (dd_use DD_USE_STORE). */
 int dd_readable(dd_server *srv, const dd_caller *c, const char *name, int64_t **ids, int *n);
 
 /* server.c */

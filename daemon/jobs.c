@@ -2,17 +2,20 @@
  * jobs.c - ingest through the daemon:
  *
  *   POST /v1/ingest     {"paths"?: [...], "urls"?: [...], "text"?: {"uri", "content",
- *                       "title"?, "format"?}, "collection"?, "wait"?} (admins) -> a job id;
+ *                       "title"?, "format"?}, "collection"?, "include"?: [globs],
+ *                       "exclude"?: [globs], "follow_symlinks"?, "wait"?} (admins)
+ *                       -> a job id;
  *                       with "wait": true the reply comes when the job is done
  *   GET  /v1/jobs/ID    the job: state (queued, running, done, failed, cancelled),
  *                       progress (documents, chunks, the current one), the summary
  *                       and the per-document notes (skipped, failed, with why)
  *
  * Each job runs on its own thread with the same pipeline as `docent ingest`
- * (ingest/).  The store and the embedder are single-threaded, so a job holds
- * srv->work while it runs: searches and answers wait for it (the worker
- * design with query priority comes later; see docs/daemon.md).  The last
- * DD_JOBS jobs are kept; SIGTERM cancels a running job between documents, and
+ * (ingest/), one job at a time (srv->ingest_mu; later ones say "queued").  It
+ * shares the store and the embedder through sched.c: the store per call, the
+ * embedder one batch at a time behind any query waiting for it, so searches
+ * and answers go on while a job runs.  The last DD_JOBS jobs are kept;
+ * SIGTERM cancels a running job between documents and embedding batches, and
  * what it committed stays.
  */
 #include <stdio.h>
@@ -22,7 +25,7 @@
 #include "daemon/internal.h"
 #include "ingest/ingest.h"
 
-enum { MAX_SOURCES = 1024, MAX_NOTES = 200 };
+enum { MAX_SOURCES = 1024, MAX_NOTES = 200, MAX_GLOBS = 64, MAX_GLOB_BYTES = 256 };
 
 static const char *const state_names[] = {"queued", "running", "done", "failed", "cancelled"};
 
@@ -36,11 +39,12 @@ static dd_jobinfo *job_find(dd_server *srv, int64_t id)
 /* job_json: the job's state under srv->stats */
 static json_t *job_json(const dd_jobinfo *jb)
 {
-    json_t *o = json_pack("{s:I,s:s,s:s,s:{s:I,s:I,s:I,s:s},s:f}", "id", (json_int_t)jb->id, "state",
-                          state_names[jb->state], "collection", jb->collection, "progress",
+    json_t *o = json_pack("{s:I,s:s,s:s,s:{s:I,s:I,s:I,s:I,s:s},s:f}", "id", (json_int_t)jb->id,
+                          "state", state_names[jb->state], "collection", jb->collection, "progress",
                           "documents_done", (json_int_t)jb->prog.files_done, "documents_total",
                           (json_int_t)jb->prog.files_total, "chunks", (json_int_t)jb->prog.chunks,
-                          "current", jb->current, "elapsed_s", jb->elapsed);
+                          "chunks_embedded", (json_int_t)jb->prog.chunks_embedded, "current",
+                          jb->current, "elapsed_s", jb->elapsed);
     if (jb->state >= DD_JOB_DONE) {
         const ing_summary *s = &jb->sum;
         json_object_set_new(o, "summary",
@@ -49,10 +53,39 @@ static json_t *job_json(const dd_jobinfo *jb)
                                       s->removed, "skipped", s->skipped, "failed", s->failed,
                                       "chunks", (json_int_t)s->chunks, "chunks_embedded",
                                       (json_int_t)s->chunks_embedded, "seconds", s->seconds));
+        json_object_set_new(json_object_get(o, "summary"), "stages",
+                            json_pack("{s:f,s:f,s:f,s:f,s:f}", "read", s->t_read, "extract",
+                                      s->t_extract, "chunk", s->t_chunk, "embed", s->t_embed,
+                                      "store", s->t_store));
     }
     if (*jb->error) json_object_set_new(o, "error", json_string(jb->error));
     json_object_set_new(o, "notes", json_incref(jb->notes));
     return o;
+}
+
+void dd_ingest_opts(dd_server *srv, const char *collection, ing_opts *io)
+{
+    *io = (ing_opts){.collection = collection, .chunk_tokens = srv->cfg.chunk_tokens,
+                     .overlap_tokens = srv->cfg.overlap_tokens, .embed_batch = srv->cfg.embed_batch,
+                     .max_file_bytes = (size_t)srv->cfg.max_file_mb << 20,
+                     .fetch_timeout_s = srv->cfg.fetch_timeout_s,
+                     .fetch_max_bytes = (size_t)srv->cfg.fetch_max_mb << 20,
+                     .fetch_max_redirects = srv->cfg.fetch_max_redirects,
+                     .commit_docs = srv->cfg.commit_docs, .commit_seconds = srv->cfg.commit_seconds,
+                     .cancel = &srv->stopping};
+}
+
+void dd_ingest_lock(dd_server *srv, int what, int on)
+{
+    int use = what == ING_USE_STORE ? DD_USE_STORE : what == ING_USE_WRITER ? DD_USE_WRITER
+                                                                           : DD_USE_EMBEDDER;
+    dd_use(srv, use, DD_PRIO_LOW, on);
+}
+
+static void job_lock(void *ctx, int what, int on)
+{
+    dd_jobinfo *jb = ctx;
+    dd_ingest_lock(jb->srv, what, on);
 }
 
 static void on_progress(void *ctx, const ing_progress *p)
@@ -79,6 +112,8 @@ typedef struct job_run {
     dd_jobinfo *jb;
     char **sources;
     int n_sources;
+    char *include[MAX_GLOBS], *exclude[MAX_GLOBS];
+    int n_include, n_exclude, follow_symlinks;
     char *text_uri, *text_title, *text_format, *text;
 } job_run;
 
@@ -86,6 +121,8 @@ static void run_free(job_run *r)
 {
     for (int i = 0; i < r->n_sources; i++) free(r->sources[i]);
     free(r->sources);
+    for (int i = 0; i < r->n_include; i++) free(r->include[i]);
+    for (int i = 0; i < r->n_exclude; i++) free(r->exclude[i]);
     free(r->text_uri);
     free(r->text_title);
     free(r->text_format);
@@ -100,18 +137,21 @@ static void *job_thread(void *arg)
     dd_server *srv = jb->srv;
     doc_err e = {0};
     ing_summary sum = {0};
-    pthread_mutex_lock(&srv->work);
+    pthread_mutex_lock(&srv->ingest_mu);
     pthread_mutex_lock(&srv->stats);
     jb->state = DD_JOB_RUNNING;
     pthread_mutex_unlock(&srv->stats);
-    ing_opts io = {.collection = jb->collection, .chunk_tokens = srv->cfg.chunk_tokens,
-                   .overlap_tokens = srv->cfg.overlap_tokens, .embed_batch = srv->cfg.embed_batch,
-                   .max_file_bytes = (size_t)srv->cfg.max_file_mb << 20,
-                   .fetch_timeout_s = srv->cfg.fetch_timeout_s,
-                   .fetch_max_bytes = (size_t)srv->cfg.fetch_max_mb << 20,
-                   .fetch_max_redirects = srv->cfg.fetch_max_redirects,
-                   .commit_docs = srv->cfg.commit_docs, .commit_seconds = srv->cfg.commit_seconds,
-                   .cancel = &srv->stopping, .progress = on_progress, .note = on_note, .cb_ctx = jb};
+    ing_opts io;
+    dd_ingest_opts(srv, jb->collection, &io);
+    io.progress = on_progress;
+    io.note = on_note;
+    io.lock = job_lock;
+    io.cb_ctx = jb;
+    io.include = (const char *const *)r->include;
+    io.n_include = r->n_include;
+    io.exclude = (const char *const *)r->exclude;
+    io.n_exclude = r->n_exclude;
+    io.follow_symlinks = r->follow_symlinks;
     ing_ctx *ic = NULL;
     int rc = ing_new(srv->store, srv->embedder, &io, &ic, &e);
     if (rc == DOC_OK && r->n_sources)
@@ -125,7 +165,7 @@ static void *job_thread(void *arg)
         sum.chunks_embedded += s2.chunks_embedded, sum.seconds += s2.seconds;
     }
     ing_free(&ic);
-    pthread_mutex_unlock(&srv->work);
+    pthread_mutex_unlock(&srv->ingest_mu);
     pthread_mutex_lock(&srv->stats);
     jb->sum = sum;
     jb->state = rc == DOC_ECANCELLED ? DD_JOB_CANCELLED : rc ? DD_JOB_FAILED : DD_JOB_DONE;
@@ -173,6 +213,30 @@ static int str_list(json_t *arr, const char *key, job_run *r, dd_resp *rs)
     return 0;
 }
 
+/* glob_list: the optional array of globs under key into out */
+static int glob_list(const json_t *arr, const char *key, char **out, int *n, dd_resp *rs)
+{
+    if (!arr) return 0;
+    if (!json_is_array(arr) || json_array_size(arr) > MAX_GLOBS) {
+        dd_error(rs, 400, "bad_field", "field %s: an array of at most %d globs is expected", key,
+                 MAX_GLOBS);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const char *g = json_string_value(json_array_get(arr, i));
+        if (!g || !*g || strlen(g) > MAX_GLOB_BYTES) {
+            dd_error(rs, 400, "bad_field", "field %s[%zu]: a glob of 1..%d bytes", key, i, MAX_GLOB_BYTES);
+            return -1;
+        }
+        if (!(out[*n] = strdup(g))) {
+            dd_error(rs, 500, "memory", "out of memory");
+            return -1;
+        }
+        (*n)++;
+    }
+    return 0;
+}
+
 void dd_route_ingest(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     if (!dd_is_admin(srv, &rq->caller)) {
@@ -190,7 +254,10 @@ void dd_route_ingest(dd_server *srv, const dd_req *rq, dd_resp *rs)
     }
     if (dd_str_field(o, "collection", 0, &coll, rs) || dd_bool_field(o, "wait", &wait, rs) ||
         str_list(json_object_get(o, "paths"), "paths", r, rs) ||
-        str_list(json_object_get(o, "urls"), "urls", r, rs))
+        str_list(json_object_get(o, "urls"), "urls", r, rs) ||
+        glob_list(json_object_get(o, "include"), "include", r->include, &r->n_include, rs) ||
+        glob_list(json_object_get(o, "exclude"), "exclude", r->exclude, &r->n_exclude, rs) ||
+        dd_bool_field(o, "follow_symlinks", &r->follow_symlinks, rs))
         goto fail;
     json_t *t = json_object_get(o, "text");
     if (t) {

@@ -52,6 +52,7 @@ static void on_hup(int sig)
 
 static const char usage[] =
     "usage: docentd [--config FILE] [--socket PATH] [--data DIR] [--http ADDR:PORT]\n"
+    "               [--embedder PATH|URL] [--generator PATH|URL] [--backend auto|cpu|cuda]\n"
     "               [-o SECTION.KEY=VALUE]... [--check-config]\n"
     "  serve docent's HTTP API on a Unix socket ([daemon] socket in the config) and,\n"
     "  with --http or [daemon] http, on TCP for chatbots (API keys: [daemon] api_keys;\n"
@@ -195,21 +196,31 @@ static int open_tcp(const dd_server *srv, int *out, doc_err *err)
 
 static int open_everything(dd_server *srv, doc_err *err)
 {
-    llm_opts lo = {.n_threads = srv->cfg.threads, .backend = srv->cfg.backend,
-                   .batch = srv->cfg.embed_batch};
+    llm_opts lo, go;
+    llm_remote_opts lro, gro;
+    llm_opts_from_config(&srv->cfg, LLM_ENCODER, &lo, &lro);
+    llm_opts_from_config(&srv->cfg, LLM_DECODER, &go, &gro);
     int rc;
     if ((rc = llm_model_open(srv->cfg.embedder, &lo, &srv->embedder, err)))
         return doc_errprefix(err, "embedder"), rc;
     if (llm_model_kind(srv->embedder) != LLM_ENCODER)
         return doc_errf(err, DOC_EINVAL, "embedder %s: not an encoder model", srv->cfg.embedder);
-    llm_opts go = {.n_threads = srv->cfg.threads, .backend = srv->cfg.backend};
-    if ((rc = llm_model_open(srv->cfg.generator, &go, &srv->generator, err)))
-        return doc_errprefix(err, "generator"), rc;
-    if (llm_model_kind(srv->generator) != LLM_DECODER)
-        return doc_errf(err, DOC_EINVAL, "generator %s: not a decoder model", srv->cfg.generator);
+    /* [daemon] generators instances, the CPU threads shared out between them
+     * (each answer runs on its own instance, and they run at once) */
+    int n = srv->cfg.generators > 0 ? srv->cfg.generators : 1;
+    long cpus = srv->cfg.threads > 0 ? srv->cfg.threads : sysconf(_SC_NPROCESSORS_ONLN);
+    go.n_threads = cpus / n > 1 ? (int)(cpus / n) : 1;
+    for (int i = 0; i < n; i++) {
+        if ((rc = llm_model_open(srv->cfg.generator, &go, &srv->generators[i], err)))
+            return doc_errprefix(err, "generator"), rc;
+        if (llm_model_kind(srv->generators[i]) != LLM_DECODER)
+            return doc_errf(err, DOC_EINVAL, "generator %s: not a decoder model", srv->cfg.generator);
+        srv->n_generators++;
+    }
+    srv->generator = srv->generators[0];
     if ((rc = prompt_set_load(srv->cfg.prompts_dir, &srv->prompts, err))) return rc;
     char name[256], sha[65];
-    if ((rc = ing_embedder_identity(srv->cfg.embedder, name, sha, err))) return rc;
+    if ((rc = ing_embedder_identity(llm_model_source(srv->embedder), name, sha, err))) return rc;
     idx_opts io = {.data_dir = srv->cfg.data_dir, .embedder_name = name, .embedder_sha256 = sha,
                    .dim = llm_embed_dim(srv->embedder), .hnsw_threshold = srv->cfg.hnsw_threshold,
                    .hnsw_factory = srv->cfg.hnsw_factory, .hnsw_ef_search = srv->cfg.hnsw_ef_search};
@@ -226,13 +237,17 @@ int main(int argc, char **argv)
 {
     log_init();
     log_set_filter(rag_log_filter, NULL);
-    enum { O_CONFIG = 1000, O_SOCKET, O_DATA, O_CHECK, O_HTTP };
+    enum { O_CONFIG = 1000, O_SOCKET, O_DATA, O_CHECK, O_HTTP, O_EMBEDDER, O_GENERATOR, O_BACKEND };
     static const struct option lo[] = {
         {"config", required_argument, 0, O_CONFIG}, {"socket", required_argument, 0, O_SOCKET},
         {"data", required_argument, 0, O_DATA},     {"check-config", no_argument, 0, O_CHECK},
         {"http", required_argument, 0, O_HTTP},
+        {"embedder", required_argument, 0, O_EMBEDDER},
+        {"generator", required_argument, 0, O_GENERATOR},
+        {"backend", required_argument, 0, O_BACKEND},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     const char *config = NULL, *sock = NULL, *data = NULL, *http = NULL, *over[32];
+    const char *embedder = NULL, *generator = NULL, *backend = NULL;
     int n_over = 0, check = 0, c;
     while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
         switch (c) {
@@ -241,6 +256,9 @@ int main(int argc, char **argv)
         case O_DATA: data = optarg; break;
         case O_CHECK: check = 1; break;
         case O_HTTP: http = optarg; break;
+        case O_EMBEDDER: embedder = optarg; break;
+        case O_GENERATOR: generator = optarg; break;
+        case O_BACKEND: backend = optarg; break;
         case 'o':
             if (n_over == 32) return fputs("docentd: at most 32 -o options\n", stderr), 2;
             over[n_over++] = optarg;
@@ -261,28 +279,12 @@ int main(int argc, char **argv)
     doc_err e = {0};
     int fd = -1, tcp_fd = -1, rc = 1, activated = 0;
     if (!srv) return 1;
-    pthread_mutex_init(&srv->work, NULL);
-    pthread_mutex_init(&srv->stats, NULL);
-    pthread_cond_init(&srv->producers_done, NULL);
-    pthread_cond_init(&srv->jobs_changed, NULL);
-    if (config_load(config, &srv->cfg, &e)) goto fail;
-    for (int i = 0; i < n_over; i++)
-        if (config_set(&srv->cfg, over[i], &e)) goto fail;
-    if (sock && snprintf(srv->cfg.socket_path, sizeof srv->cfg.socket_path, "%s", sock) >=
-                    (int)sizeof srv->cfg.socket_path) {
-        doc_errf(&e, DOC_ELIMIT, "--socket: path too long");
-        goto fail;
-    }
-    if (data && snprintf(srv->cfg.data_dir, sizeof srv->cfg.data_dir, "%s", data) >=
-                    (int)sizeof srv->cfg.data_dir) {
-        doc_errf(&e, DOC_ELIMIT, "--data: path too long");
-        goto fail;
-    }
-    if (http && snprintf(srv->cfg.http_addr, sizeof srv->cfg.http_addr, "%s", http) >=
-                    (int)sizeof srv->cfg.http_addr) {
-        doc_errf(&e, DOC_ELIMIT, "--http: address too long");
-        goto fail;
-    }
+    srv->args = (dd_args){.config = config, .n_over = n_over, .sock = sock, .data = data,
+                          .http = http, .embedder = embedder, .generator = generator,
+                          .backend = backend};
+    memcpy(srv->args.over, over, (size_t)n_over * sizeof *over);
+    if (dd_load_config(&srv->args, &srv->cfg, &e)) goto fail_early;
+    dd_server_init(srv, srv->cfg.generators); /* the config checked the range */
     if (rag_opts_from_config(&srv->cfg, &srv->opts, &e)) goto fail;
     if (check) {
         prompt_set *p = NULL;
@@ -290,11 +292,13 @@ int main(int argc, char **argv)
         prompt_set_free(&p);
         const char *files[] = {srv->cfg.embedder, srv->cfg.generator};
         for (int i = 0; i < 2; i++)
-            if (!file_exists(files[i])) {
+            if (strncmp(files[i], "http://", 7) && strncmp(files[i], "https://", 8) &&
+                !file_exists(files[i])) {
                 doc_errf(&e, DOC_ENOTFOUND, "[models] %s: %s does not exist",
                          i ? "generator" : "embedder", files[i]);
                 goto fail;
             }
+        if (dd_watch_check(srv, &e)) goto fail;
         printf("docentd: %s: fine\n", *srv->cfg.path ? srv->cfg.path : "built-in defaults");
         rc = 0;
         goto done;
@@ -317,6 +321,7 @@ int main(int argc, char **argv)
             activated ? "the socket systemd passed" : srv->cfg.socket_path, (int)getpid());
     dd_notify("READY=1"); /* failures are the manager's business, not fatal */
     if (tcp_fd >= 0) fprintf(stderr, "docentd: and on http://%s\n", srv->cfg.http_addr);
+    if (dd_watch_start(srv, &e)) goto fail;
     if (dd_serve(srv, fd, tcp_fd, &g_stop, &g_hup, &e)) goto fail;
     dd_notify("STOPPING=1");
     fprintf(stderr, "docentd: stopped\n");
@@ -339,13 +344,15 @@ done:
     pthread_mutex_unlock(&srv->stats);
     idx_close(&srv->store);
     llm_model_close(&srv->embedder);
-    llm_model_close(&srv->generator);
     prompt_set_free(&srv->prompts);
-    pthread_mutex_destroy(&srv->work);
-    pthread_mutex_destroy(&srv->stats);
-    pthread_cond_destroy(&srv->producers_done);
-    pthread_cond_destroy(&srv->jobs_changed);
+    for (int i = 0; i < srv->n_generators; i++) llm_model_close(&srv->generators[i]);
+    srv->generator = NULL;
+    dd_server_destroy(srv);
     for (int i = 0; i < DD_JOBS; i++) json_decref(srv->jobs[i].notes);
     free(srv);
     return rc;
+fail_early: /* before dd_server_init: nothing to undo */
+    fprintf(stderr, "docentd: %s\n", e.msg[0] ? e.msg : doc_strerror(e.rc));
+    free(srv);
+    return 1;
 }

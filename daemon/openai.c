@@ -11,7 +11,9 @@
  *                               "data: [DONE]") with "stream": true
  *   POST /v1/embeddings         the embedder's vectors ("input": a string or
  *                               an array of strings)
- *   GET  /v1/models             "docent" (chat) and the embedder
+ *   GET  /v1/models             "docent" (chat), the embedder, and
+ *                               "docent-generator" (the generator alone, for
+ *                               admins: generate.c)
  *
  * Access is the same as /v1/ask: only the caller's readable collections are
  * searched.  Unknown request fields are ignored, as OpenAI's own server does
@@ -28,15 +30,18 @@
 #define CHAT_MODEL "docent"
 enum { MAX_MESSAGES = 64, MAX_INPUTS = 256, MAX_INPUT_BYTES = 32 * 1024 };
 
+/* embed_model: the embedder's name: the last part of its path, or the model
+ * after '#' in a remote one's URL#MODEL */
 static const char *embed_model(const dd_server *srv)
 {
-    const char *b = strrchr(srv->cfg.embedder, '/');
-    return b && b[1] ? b + 1 : srv->cfg.embedder;
+    const char *src = llm_model_source(srv->embedder);
+    const char *h = strrchr(src, '#');
+    if (llm_model_is_remote(srv->embedder) && h && h[1]) return h + 1;
+    const char *b = strrchr(src, '/');
+    return b && b[1] ? b + 1 : src;
 }
 
-/* message_text: a message's content as text: a string, or the "text" parts
- * of an array of parts, joined; NULL when it is neither */
-static char *message_text(const json_t *content)
+char *dd_message_text(const json_t *content)
 {
     if (json_is_string(content)) return strdup(json_string_value(content));
     if (!json_is_array(content)) return NULL;
@@ -170,7 +175,7 @@ static int chat_history(const json_t *msgs, dd_job *j, chat_ext *x, dd_resp *rs)
     for (size_t i = 0; i < n; i++) {
         json_t *m = json_array_get(msgs, i);
         const char *role = json_string_value(json_object_get(m, "role"));
-        char *text = role ? message_text(json_object_get(m, "content")) : NULL;
+        char *text = role ? dd_message_text(json_object_get(m, "content")) : NULL;
         if (!role || !text) {
             free(text);
             free(pending_q);
@@ -221,16 +226,20 @@ void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs)
         dd_int_field(o, "max_completion_tokens", 1, 1 << 16, &max_tokens, rs) ||
         dd_num_field(o, "temperature", 0, 2, &j->temperature, rs))
         goto done;
+    if (!strcmp(model, DD_RAW_MODEL)) {
+        dd_route_generate(srv, rq, o, stream, rs);
+        goto done;
+    }
     if (strcmp(model, CHAT_MODEL)) {
-        dd_error(rs, 404, "model_not_found", "model %s: this server has \"%s\" (see /v1/models)",
-                 model, CHAT_MODEL);
+        dd_error(rs, 404, "model_not_found", "model %s: this server has \"%s\" and \"%s\" (see /v1/models)",
+                 model, CHAT_MODEL, DD_RAW_MODEL);
         goto done;
     }
     if (chat_history(json_object_get(o, "messages"), j, x, rs)) goto done;
     j->answer_tokens = max_tokens;
-    pthread_mutex_lock(&srv->work);
+    dd_use(srv, DD_USE_STORE, 0, 1);
     int sc = dd_scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
-    pthread_mutex_unlock(&srv->work);
+    dd_use(srv, DD_USE_STORE, 0, 0);
     if (sc) goto done;
     if (!j->n_ids) {
         dd_error(rs, 403, "no_collection", "there is no collection you can read");
@@ -257,6 +266,7 @@ void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs)
     /* no stream: tokens are not needed one by one */
     int rc = dd_run_ask(j, &a, &e);
     if (rc == DOC_EINVAL) dd_error(rs, 400, "bad_field", "field messages: %s", e.msg);
+    else if (j->busy) dd_error(rs, 503, "busy", "%s", e.msg);
     else if (rc) dd_error(rs, 500, "answer", "%s", e.msg);
     else {
         char *src = sources_text(&a);
@@ -338,7 +348,10 @@ void dd_route_embeddings(dd_server *srv, const dd_req *rq, dd_resp *rs)
         free(ids);
     }
     doc_err e = {0};
-    if (llm_embed(srv->embedder, texts, (int)n, vecs, NULL, &e)) {
+    dd_use(srv, DD_USE_EMBEDDER, DD_PRIO_HIGH, 1);
+    int rc = llm_embed(srv->embedder, texts, (int)n, vecs, NULL, &e);
+    dd_use(srv, DD_USE_EMBEDDER, DD_PRIO_HIGH, 0);
+    if (rc) {
         dd_error(rs, 500, "embed", "embed: %s", e.msg);
         goto done;
     }
@@ -363,8 +376,10 @@ void dd_route_models(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     (void)rq;
     int64_t t = (int64_t)(time(NULL) - (time_t)(time_now() - srv->started));
-    rs->json = json_pack("{s:s,s:[{s:s,s:s,s:I,s:s},{s:s,s:s,s:I,s:s}]}", "object", "list", "data",
-                         "id", CHAT_MODEL, "object", "model", "created", (json_int_t)t, "owned_by",
-                         "docent", "id", embed_model(srv), "object", "model", "created",
-                         (json_int_t)t, "owned_by", "docent");
+    rs->json = json_pack("{s:s,s:[{s:s,s:s,s:I,s:s},{s:s,s:s,s:I,s:s},{s:s,s:s,s:I,s:s}]}",
+                         "object", "list", "data", "id", CHAT_MODEL, "object", "model", "created",
+                         (json_int_t)t, "owned_by", "docent", "id", embed_model(srv), "object",
+                         "model", "created", (json_int_t)t, "owned_by", "docent", "id",
+                         DD_RAW_MODEL, "object", "model", "created", (json_int_t)t, "owned_by",
+                         "docent");
 }

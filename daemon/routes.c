@@ -73,10 +73,12 @@ json_t *dd_parse_body(dd_server *srv, const dd_req *rq, dd_resp *rs)
         dd_error(rs, 400, "bad_json", "body: a JSON object is expected");
         return NULL;
     }
-    if (depth_of(o, srv->cfg.max_json_depth + 1) > srv->cfg.max_json_depth) {
+    dd_settings set;
+    dd_settings_get(srv, &set);
+    if (depth_of(o, set.max_json_depth + 1) > set.max_json_depth) {
         json_decref(o);
         dd_error(rs, 400, "too_deep", "body: nested deeper than [daemon] max_json_depth (%d)",
-                 srv->cfg.max_json_depth);
+                 set.max_json_depth);
         return NULL;
     }
     return o;
@@ -161,11 +163,11 @@ static json_t *lines_json(int a, int b)
     return a > 0 ? json_pack("[ii]", a, b) : json_null();
 }
 
-static json_t *redacted(const dd_server *srv, const char *text)
+static json_t *redacted(unsigned cats, const char *text)
 {
     buf b;
     buf_init(&b, 0);
-    if (rag_redact(text, strlen(text), srv->opts.redact, &b, NULL, 0, NULL) || !b.data) {
+    if (rag_redact(text, strlen(text), cats, &b, NULL, 0, NULL) || !b.data) {
         buf_free(&b);
         return json_string("");
     }
@@ -197,7 +199,21 @@ static void route_status(dd_server *srv, const dd_req *rq, dd_resp *rs)
     pthread_mutex_lock(&srv->stats);
     json_t *counters = json_pack("{s:I,s:I,s:i}", "requests", (json_int_t)srv->n_requests,
                                  "errors", (json_int_t)srv->n_errors, "in_flight", srv->in_flight);
+    int jobs_waiting = 0, jobs_running = 0;
+    for (int i = 0; i < DD_JOBS; i++) {
+        jobs_waiting += srv->jobs[i].id && srv->jobs[i].state == DD_JOB_QUEUED;
+        jobs_running += srv->jobs[i].id && srv->jobs[i].state == DD_JOB_RUNNING;
+    }
     pthread_mutex_unlock(&srv->stats);
+    int ans_wait, gen_busy, emb_q, emb_i;
+    dd_pool_depth(&srv->gen_pool, &ans_wait, NULL, &gen_busy);
+    dd_pool_depth(&srv->embed_pool, &emb_q, &emb_i, NULL);
+    json_object_set_new(counters, "queue",
+                        json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "answers_waiting", ans_wait,
+                                  "generators_busy", gen_busy, "generators", srv->n_generators,
+                                  "embed_waiting_queries", emb_q, "embed_waiting_ingest", emb_i,
+                                  "ingest_jobs_queued", jobs_waiting, "ingest_jobs_running",
+                                  jobs_running));
     rs->json = json_pack("{s:s,s:f,s:{s:s,s:s,s:s,s:s},s:o,s:o,s:{s:I,s:I,s:b}}", "status", "ok",
                          "uptime_s", time_now() - srv->started, "models", "embedder",
                          srv->cfg.embedder, "embedder_engine", llm_model_desc(srv->embedder),
@@ -205,6 +221,15 @@ static void route_status(dd_server *srv, const dd_req *rq, dd_resp *rs)
                          llm_model_desc(srv->generator), "collections", arr, "counters", counters,
                          "caller", "uid", (json_int_t)rq->caller.uid, "gid",
                          (json_int_t)rq->caller.gid, "admin", admin);
+    json_t *q = json_object_get(counters, "queue");
+    if (rs->json) {
+        json_object_set(rs->json, "queue", q);
+        json_object_del(counters, "queue");
+        if (admin) {
+            json_object_set_new(rs->json, "watch", dd_watch_json(srv));
+            json_object_set_new(rs->json, "data_dir", json_string(srv->cfg.data_dir));
+        }
+    }
 }
 
 static void route_collections(dd_server *srv, const dd_req *rq, dd_resp *rs)
@@ -274,10 +299,13 @@ static void route_documents(dd_server *srv, const dd_req *rq, dd_resp *rs)
             return;
         }
         for (int j = 0; j < nd; j++)
-            json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:s,s:I,s:I}", "id",
+            json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "id",
                                                  (json_int_t)docs[j].id, "collection",
                                                  docs[j].collection, "uri", docs[j].uri, "title",
-                                                 docs[j].title ? docs[j].title : "", "chunks",
+                                                 docs[j].title ? docs[j].title : "", "mime",
+                                                 docs[j].mime ? docs[j].mime : "", "size",
+                                                 (json_int_t)docs[j].size, "mtime",
+                                                 (json_int_t)docs[j].mtime, "chunks",
                                                  (json_int_t)docs[j].n_chunks, "ingested_at",
                                                  (json_int_t)docs[j].ingested_at));
         idx_doc_list_free(&docs, nd);
@@ -292,34 +320,54 @@ static void route_search(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     json_t *o = dd_parse_body(srv, rq, rs);
     if (!o) return;
-    const char *query = NULL, *coll = NULL;
-    int k = srv->cfg.k;
+    const char *query = NULL, *coll = NULL, *mode = "hybrid";
+    pthread_rwlock_rdlock(&srv->reload_rw);
+    rag_opts ro = srv->opts; /* [search] as SIGHUP last left it */
+    pthread_rwlock_unlock(&srv->reload_rw);
+    int k = ro.k > 0 ? ro.k : 5;
     int64_t *ids = NULL;
     int n = 0, nh = 0;
     idx_hit *hits = NULL;
     float *vec = NULL;
     doc_err e = {0};
     if (dd_str_field(o, "query", 1, &query, rs) || dd_str_field(o, "collection", 0, &coll, rs) ||
-        dd_int_field(o, "k", 1, 100, &k, rs))
+        dd_int_field(o, "k", 1, 1000, &k, rs) || dd_str_field(o, "mode", 0, &mode, rs))
         goto done;
+    int dense = strcmp(mode, "bm25") != 0, bm25 = strcmp(mode, "dense") != 0;
+    if (strcmp(mode, "hybrid") && strcmp(mode, "dense") && strcmp(mode, "bm25")) {
+        dd_error(rs, 400, "bad_field", "field mode: hybrid, dense or bm25");
+        goto done;
+    }
     if (!*query || strlen(query) > RAG_QUESTION_MAX || !utf8_valid(query, strlen(query))) {
         dd_error(rs, 400, "bad_field", "field query: 1..%d bytes of UTF-8", RAG_QUESTION_MAX);
         goto done;
     }
-    if (dd_scope(srv, rq, coll, &ids, &n, rs)) goto done;
+    dd_use(srv, DD_USE_STORE, 0, 1);
+    int sc = dd_scope(srv, rq, coll, &ids, &n, rs);
+    dd_use(srv, DD_USE_STORE, 0, 0);
+    if (sc) goto done;
     json_t *arr = json_array();
     if (n) {
-        vec = malloc((size_t)llm_embed_dim(srv->embedder) * sizeof *vec);
-        if (!vec || ing_embed_query(srv->embedder, query, vec, &e)) {
+        int rc = dense ? DOC_ENOMEM : DOC_OK;
+        if (dense) vec = malloc((size_t)llm_embed_dim(srv->embedder) * sizeof *vec);
+        if (vec) {
+            dd_use(srv, DD_USE_EMBEDDER, DD_PRIO_HIGH, 1);
+            rc = ing_embed_query(srv->embedder, query, vec, &e);
+            dd_use(srv, DD_USE_EMBEDDER, DD_PRIO_HIGH, 0);
+        }
+        if (rc) {
             json_decref(arr);
             dd_error(rs, 500, "embed", "query: %s", vec ? e.msg : "out of memory");
             goto done;
         }
-        idx_search_opts so = {.k = k, .n_dense = srv->cfg.n_dense, .n_bm25 = srv->cfg.n_bm25,
-                              .rrf_k = srv->cfg.rrf_k, .collections = ids, .n_collections = n};
-        if (idx_search(srv->store, vec, query, &so, &hits, &nh)) {
+        idx_search_opts so = {.k = k, .n_dense = ro.n_dense, .n_bm25 = ro.n_bm25, .rrf_k = ro.rrf_k,
+                              .collections = ids, .n_collections = n};
+        dd_use(srv, DD_USE_STORE, 0, 1);
+        rc = idx_search(srv->store, vec, bm25 ? query : NULL, &so, &hits, &nh);
+        if (rc) dd_error(rs, 500, "store", "search: %s", idx_errmsg(srv->store));
+        dd_use(srv, DD_USE_STORE, 0, 0);
+        if (rc) {
             json_decref(arr);
-            dd_error(rs, 500, "store", "search: %s", idx_errmsg(srv->store));
             goto done;
         }
     }
@@ -333,7 +381,9 @@ static void route_search(dd_server *srv, const dd_req *rq, dd_resp *rs)
                               lines_json(h->line_start, h->line_end), "score", h->score);
         json_object_set_new(r, "dense_score", isnan(h->dense_score) ? json_null() : json_real(h->dense_score));
         json_object_set_new(r, "bm25_score", isnan(h->bm25_score) ? json_null() : json_real(h->bm25_score));
-        json_object_set_new(r, "text", redacted(srv, h->text));
+        json_object_set_new(r, "dense_rank", h->dense_rank ? json_integer(h->dense_rank) : json_null());
+        json_object_set_new(r, "bm25_rank", h->bm25_rank ? json_integer(h->bm25_rank) : json_null());
+        json_object_set_new(r, "text", redacted(ro.redact, h->text));
         json_array_append_new(arr, r);
     }
     rs->json = json_pack("{s:o}", "results", arr);
@@ -367,7 +417,7 @@ json_t *dd_passages_json(const rag_passage *p, int n, int cited_only)
     return arr;
 }
 
-static json_t *answer_json(const rag_answer *a)
+static json_t *answer_json(const rag_answer *a, const dd_job *j)
 {
     json_t *dropped = json_array(), *flagged = json_array();
     for (int i = 0; i < a->n_passages; i++) {
@@ -381,7 +431,7 @@ static json_t *answer_json(const rag_answer *a)
                                                      (int)p->injection, "withheld", p->n_masked > 0));
     }
     const rag_timings *t = &a->t;
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s,s:s,s:o,s:b,s:b,s:o,s:b,s:i,s:i,s:o,s:o,s:i,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},"
         "s:{s:i,s:i}}",
         "answer", a->text ? a->text : "", "query", a->query ? a->query : "", "citations",
@@ -393,6 +443,11 @@ static json_t *answer_json(const rag_answer *a)
         t->embed, "retrieve", t->retrieve, "prompt", t->prompt, "prefill", t->prefill, "decode",
         t->decode, "cite", t->cite, "filter", t->filter, "first_text", t->first_text, "total",
         t->total, "usage", "prompt_tokens", a->prompt_tokens, "completion_tokens", a->answer_tokens);
+    if (o) {
+        json_object_set_new(o, "stop", json_string(rag_stop_name(a->stop_reason)));
+        json_object_set_new(json_object_get(o, "timings"), "queue", json_real(j->queued_s));
+    }
+    return o;
 }
 
 static int job_text(void *ud, const char *text, size_t len)
@@ -411,23 +466,26 @@ static void job_sources(void *ud, const struct rag_passage *p, int n)
     if (j->stream) dd_stream_event(j->stream, "sources", json_pack("{s:o}", "sources", dd_passages_json(p, n, 0)));
 }
 
-/* dd_run_ask: the answer under srv->work; fills a (and returns rag's status) */
 int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
 {
     dd_server *srv = j->srv;
-    pthread_mutex_lock(&srv->work);
-    rag_env env = {.store = srv->store, .embedder = srv->embedder, .generator = srv->generator,
-                   .prompts = srv->prompts, .opts = srv->opts};
+    const volatile int *cancel = j->stream ? &j->stream->cancel : NULL;
+    int slot = dd_take_generator(j, e);
+    if (slot < 0) return slot;
+    pthread_rwlock_rdlock(&srv->reload_rw);
+    rag_env env;
+    dd_rag_env(srv, srv->generators[slot], &env);
     if (j->answer_tokens > 0 && j->answer_tokens < env.opts.answer_tokens)
         env.opts.answer_tokens = j->answer_tokens;
     if (j->temperature >= 0) env.opts.temperature = (float)j->temperature;
     rag_request rr = {.question = j->question, .collections = j->ids, .n_collections = j->n_ids,
                       .k = j->k, .history = j->history, .n_history = j->n_history,
                       .on_text = j->on_text ? j->on_text : job_text,
-                      .on_sources = j->on_text ? NULL : job_sources, .ud = j,
-                      .cancel = j->stream ? &j->stream->cancel : NULL};
+                      .on_sources = j->on_text ? NULL : job_sources, .ud = j, .cancel = cancel,
+                      .deadline = j->deadline};
     int rc = rag_answer_question(&env, &rr, a, e);
-    pthread_mutex_unlock(&srv->work);
+    pthread_rwlock_unlock(&srv->reload_rw);
+    dd_pool_give(&srv->gen_pool, slot);
     pthread_mutex_lock(&srv->stats);
     srv->n_tokens += a->answer_tokens;
     srv->n_prompt_tokens += a->prompt_tokens;
@@ -488,7 +546,7 @@ static void *ask_thread(void *arg)
     if (rc == DOC_OK) {
         dd_stream_event(j->stream, "citations", json_pack("{s:o}", "citations",
                                                           dd_passages_json(a.passages, a.n_passages, 1)));
-        dd_stream_event(j->stream, "done", answer_json(&a));
+        dd_stream_event(j->stream, "done", answer_json(&a, j));
     } else if (rc != DOC_ECANCELLED) {
         dd_stream_event(j->stream, "error", json_pack("{s:s}", "message", e.msg));
     }
@@ -506,13 +564,14 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     json_t *o = dd_parse_body(srv, rq, rs);
     if (!o) return;
     const char *question = NULL, *coll = NULL;
-    int k = 0, stream = rq->wants_sse, max_tokens = 0;
+    int k = 0, stream = rq->wants_sse, max_tokens = 0, timeout_s = 0;
     double temperature = -1;
     dd_job *j = NULL;
     if (dd_str_field(o, "question", 1, &question, rs) || dd_str_field(o, "collection", 0, &coll, rs) ||
         dd_int_field(o, "k", 1, 32, &k, rs) || dd_bool_field(o, "stream", &stream, rs) ||
         dd_int_field(o, "max_tokens", 1, 1 << 16, &max_tokens, rs) ||
-        dd_num_field(o, "temperature", 0, 2, &temperature, rs))
+        dd_num_field(o, "temperature", 0, 2, &temperature, rs) ||
+        dd_int_field(o, "timeout_s", 1, 86400, &timeout_s, rs))
         goto done;
     if (!(j = calloc(1, sizeof *j)) || !(j->question = strdup(question))) {
         dd_error(rs, 500, "memory", "out of memory");
@@ -522,9 +581,10 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     j->k = k;
     j->answer_tokens = max_tokens;
     j->temperature = temperature;
-    pthread_mutex_lock(&srv->work);
+    j->timeout_s = timeout_s;
+    dd_use(srv, DD_USE_STORE, 0, 1);
     int sc = dd_scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
-    pthread_mutex_unlock(&srv->work);
+    dd_use(srv, DD_USE_STORE, 0, 0);
     if (sc) goto done;
     if (!j->n_ids) { /* NULL collections would mean "all": never search on nothing readable */
         dd_error(rs, 403, "no_collection", "there is no collection you can read");
@@ -543,8 +603,9 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     doc_err e = {0};
     int rc = dd_run_ask(j, &a, &e);
     if (rc == DOC_EINVAL) dd_error(rs, 400, "bad_field", "field %s", e.msg);
+    else if (j->busy) dd_error(rs, 503, "busy", "%s", e.msg);
     else if (rc) dd_error(rs, 500, "answer", "%s", e.msg);
-    else rs->json = answer_json(&a);
+    else rs->json = answer_json(&a, j);
     rag_answer_free(&a);
 done:
     if (j) dd_job_free(j);
@@ -624,6 +685,23 @@ static void route_metrics(dd_server *srv, const dd_req *rq, dd_resp *rs)
                (long long)srv->n_not_found, srv->in_flight, srv->producers,
                time_now() - srv->started);
     pthread_mutex_unlock(&srv->stats);
+    int ans_wait, gen_busy, emb_q, emb_i;
+    dd_pool_depth(&srv->gen_pool, &ans_wait, NULL, &gen_busy);
+    dd_pool_depth(&srv->embed_pool, &emb_q, &emb_i, NULL);
+    buf_printf(&b,
+               "# HELP docent_queue_depth Requests waiting for a model.\n"
+               "# TYPE docent_queue_depth gauge\n"
+               "docent_queue_depth{queue=\"answers\"} %d\n"
+               "docent_queue_depth{queue=\"embed_queries\"} %d\n"
+               "docent_queue_depth{queue=\"embed_ingest\"} %d\n"
+               "# HELP docent_generators_busy Generator instances producing an answer.\n"
+               "# TYPE docent_generators_busy gauge\ndocent_generators_busy %d\n"
+               "# TYPE docent_generators gauge\ndocent_generators %d\n"
+               "# HELP docent_answer_queue_timeouts_total Questions refused after queue_timeout_s.\n"
+               "# TYPE docent_answer_queue_timeouts_total counter\n"
+               "docent_answer_queue_timeouts_total %lld\n",
+               ans_wait, emb_q, emb_i, gen_busy, srv->n_generators,
+               (long long)srv->gen_pool.timeouts);
     rs->text = buf_steal(&b, NULL);
     rs->content_type = "text/plain; version=0.0.4; charset=utf-8";
     if (!rs->text) dd_error(rs, 500, "memory", "out of memory");
@@ -661,7 +739,8 @@ static void route_document_delete(dd_server *srv, const dd_req *rq, dd_resp *rs)
 
 typedef struct route {
     const char *method, *path;
-    int store;                  /* 1: runs under srv->work */
+    int use;                    /* held around the handler: 0, DD_USE_STORE, or
+                                   DD_USE_WRITER (the writer, then the store) */
     void (*fn)(dd_server *, const dd_req *, dd_resp *);
 } route;
 
@@ -674,19 +753,19 @@ static void route_health(dd_server *srv, const dd_req *rq, dd_resp *rs)
 
 static const route routes[] = {
     {"GET", "/healthz", 0, route_health},
-    {"GET", "/v1/status", 1, route_status},
-    {"GET", "/v1/collections", 1, route_collections},
-    {"POST", "/v1/collections", 1, route_collection_set},
-    {"GET", "/v1/documents", 1, route_documents},
-    {"POST", "/v1/search", 1, route_search},
-    {"POST", "/v1/ask", 0, route_ask}, /* takes the lock itself (streams outlive the call) */
+    {"GET", "/v1/status", DD_USE_STORE, route_status},
+    {"GET", "/v1/collections", DD_USE_STORE, route_collections},
+    {"POST", "/v1/collections", DD_USE_WRITER, route_collection_set},
+    {"GET", "/v1/documents", DD_USE_STORE, route_documents},
+    {"POST", "/v1/search", 0, route_search}, /* the store and the embedder in turn */
+    {"POST", "/v1/ask", 0, route_ask},       /* and a generator (streams outlive the call) */
     {"POST", "/v1/chat/completions", 0, dd_route_chat},
-    {"POST", "/v1/embeddings", 1, dd_route_embeddings},
+    {"POST", "/v1/embeddings", 0, dd_route_embeddings},
     {"GET", "/v1/models", 0, dd_route_models},
     {"GET", "/metrics", 0, route_metrics},
-    {"POST", "/v1/ingest", 0, dd_route_ingest}, /* the job takes the lock on its thread */
+    {"POST", "/v1/ingest", 0, dd_route_ingest}, /* the job takes what it needs on its thread */
     {"GET", "/v1/jobs/", 0, dd_route_job},
-    {"DELETE", "/v1/documents/", 1, route_document_delete}, /* a trailing '/': a prefix */
+    {"DELETE", "/v1/documents/", DD_USE_WRITER, route_document_delete}, /* trailing '/': a prefix */
 };
 
 int dd_route_count(void)
@@ -712,9 +791,12 @@ int dd_route(dd_server *srv, const dd_req *rq, dd_resp *rs)
         path_known = 1;
         if (strcmp(routes[i].method, rq->method)) continue;
         rs->status = 200;
-        if (routes[i].store) pthread_mutex_lock(&srv->work);
+        int use = routes[i].use;
+        if (use == DD_USE_WRITER) dd_use(srv, DD_USE_WRITER, 0, 1);
+        if (use) dd_use(srv, DD_USE_STORE, 0, 1);
         routes[i].fn(srv, rq, rs);
-        if (routes[i].store) pthread_mutex_unlock(&srv->work);
+        if (use) dd_use(srv, DD_USE_STORE, 0, 0);
+        if (use == DD_USE_WRITER) dd_use(srv, DD_USE_WRITER, 0, 0);
         return (int)i;
     }
     if (path_known) dd_error(rs, 405, "method", "%s %s: method not allowed", rq->method, rq->path);

@@ -135,7 +135,7 @@ static void caller_name(const dd_caller *c, char *out, size_t cap)
 
 /* caller_enter: count one more request of c in flight; 0 past the limit
  * (or when the table is full: the limit then applies to everyone at once) */
-static int caller_enter(dd_server *srv, const dd_caller *c)
+static int caller_enter(dd_server *srv, const dd_caller *c, int limit)
 {
     char who[72];
     caller_name(c, who, sizeof who);
@@ -144,7 +144,7 @@ static int caller_enter(dd_server *srv, const dd_caller *c)
     size_t n = sizeof srv->callers / sizeof srv->callers[0];
     for (size_t i = 0; i < n; i++) {
         if (srv->callers[i].n && !strcmp(srv->callers[i].who, who)) {
-            if (srv->callers[i].n < srv->cfg.max_per_caller) ok = 1, srv->callers[i].n++;
+            if (srv->callers[i].n < limit) ok = 1, srv->callers[i].n++;
             pthread_mutex_unlock(&srv->stats);
             return ok;
         }
@@ -177,6 +177,7 @@ static void caller_leave(dd_server *srv, const dd_caller *c)
 typedef struct conn {
     buf body;
     int too_big;
+    int max_body_kb;            /* the cap when the body began */
     dd_caller caller;
 } conn;
 
@@ -192,15 +193,13 @@ static void tcp_caller(dd_server *srv, struct MHD_Connection *c, dd_caller *out)
     out->tcp = 1;
     out->uid = (uid_t)-1;
     out->gid = (gid_t)-1;
-    if (!*srv->cfg.api_keys) {
-        out->known = 1;
-        return;
-    }
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7)) return;
-    const char *secret = auth + 7;
+    const char *secret = auth && !strncasecmp(auth, "Bearer ", 7) ? auth + 7 : "";
     while (*secret == ' ') secret++;
-    if (*secret && dd_key_lookup(srv->cfg.api_keys, secret, out->key, sizeof out->key)) out->known = 1;
+    pthread_rwlock_rdlock(&srv->reload_rw); /* SIGHUP may change the keys */
+    if (!*srv->cfg.api_keys) out->known = 1;
+    else if (*secret && dd_key_lookup(srv->cfg.api_keys, secret, out->key, sizeof out->key)) out->known = 1;
+    pthread_rwlock_unlock(&srv->reload_rw);
 }
 
 static void peer_cred(dd_server *srv, struct MHD_Connection *c, dd_caller *out)
@@ -268,6 +267,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, dd_resp *rs, const ch
         MHD_add_response_header(r, "Content-Type", type ? type : "text/plain; charset=utf-8");
     }
     MHD_add_response_header(r, "X-Request-Id", id);
+    if (rs->status == 429 || rs->status == 503) MHD_add_response_header(r, "Retry-After", "5");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)rs->status, r);
     MHD_destroy_response(r);
     return ok;
@@ -283,7 +283,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     conn *cn = *state;
     if (!cn) { /* the headers are in: set up the body */
         if (!(cn = calloc(1, sizeof *cn))) return MHD_NO;
-        buf_init(&cn->body, (size_t)srv->cfg.max_body_kb * 1024);
+        dd_settings set;
+        dd_settings_get(srv, &set);
+        cn->max_body_kb = set.max_body_kb;
+        buf_init(&cn->body, (size_t)set.max_body_kb * 1024);
         peer_cred(srv, c, &cn->caller);
         *state = cn;
         return MHD_YES;
@@ -308,7 +311,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     int probe = rq.caller.tcp && !strcmp(url, "/healthz"); /* liveness probes need no key */
     if (cn->too_big)
         dd_error(&rs, 413, "body_too_large", "request body over [daemon] max_body_kb (%d KiB)",
-                 srv->cfg.max_body_kb);
+                 cn->max_body_kb);
     else if (!rq.caller.known && rq.caller.tcp && !probe)
         dd_error(&rs, 401, "no_key", "an API key is needed: Authorization: Bearer KEY");
     else if (!rq.caller.known && !probe)
@@ -316,9 +319,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     double t0 = time_now();
     int idx = -1;
     if (!cn->too_big && (rq.caller.known || probe)) {
-        if (!caller_enter(srv, &rq.caller)) {
+        dd_settings set;
+        dd_settings_get(srv, &set);
+        if (!caller_enter(srv, &rq.caller, set.max_per_caller)) {
             dd_error(&rs, 429, "too_many", "over [daemon] max_per_caller (%d) requests in flight",
-                     srv->cfg.max_per_caller);
+                     set.max_per_caller);
         } else {
             idx = dd_route(srv, &rq, &rs);
             caller_leave(srv, &rq.caller);
@@ -365,20 +370,79 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http: %s", msg);
 }
 
+int dd_load_config(const dd_args *a, doc_config *c, doc_err *err)
+{
+    int rc;
+    if ((rc = config_load(a->config, c, err))) return rc;
+    for (int i = 0; i < a->n_over; i++)
+        if ((rc = config_set(c, a->over[i], err))) return rc;
+    const char *flags[][3] = {{"--socket", "daemon.socket", a->sock},
+                              {"--data", "data.dir", a->data},
+                              {"--http", "daemon.http", a->http},
+                              {"--embedder", "models.embedder", a->embedder},
+                              {"--generator", "models.generator", a->generator},
+                              {"--backend", "models.backend", a->backend}};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        char kv[1200];
+        if (!flags[i][2]) continue;
+        if (snprintf(kv, sizeof kv, "%s=%s", flags[i][1], flags[i][2]) >= (int)sizeof kv)
+            return doc_errf(err, DOC_ELIMIT, "%s: too long", flags[i][0]);
+        if ((rc = config_set(c, kv, err))) return doc_errprefix(err, flags[i][0]), rc;
+    }
+    return DOC_OK;
+}
+
+/* the config fields SIGHUP applies (the prompts come with prompts_dir) */
+#define RELOADABLE(X)                                                                      \
+    X(prompts_dir) X(min_similarity) X(prompt_tokens) X(answer_tokens) X(temperature)       \
+    X(repeat_penalty) X(seed) X(min_support) X(min_match_similarity) X(redact) X(refuse)    \
+    X(injections) X(k) X(n_dense) X(n_bm25) X(rrf_k) X(admins) X(api_keys) X(max_body_kb)  \
+    X(max_json_depth) X(max_per_caller) X(queue_timeout_s) X(answer_timeout_s)
+
 void dd_reload(dd_server *srv)
 {
     doc_err e = {0};
+    doc_config *c = calloc(1, sizeof *c), *probe = malloc(sizeof *probe);
     prompt_set *p = NULL;
-    if (prompt_set_load(srv->cfg.prompts_dir, &p, &e)) {
-        log_error("reload: %s (the old templates stay)", e.msg);
-        return;
+    rag_opts ro;
+    if (!c || !probe) {
+        log_error("reload: out of memory (nothing changed)");
+        goto done;
     }
-    pthread_mutex_lock(&srv->work);
+    if (dd_load_config(&srv->args, c, &e) || rag_opts_from_config(c, &ro, &e) ||
+        prompt_set_load(c->prompts_dir, &p, &e)) {
+        log_error("reload: %s (nothing changed)", e.msg);
+        goto done;
+    }
+    /* what a reload cannot change (models, data, sockets, ingest, watch,
+     * generators...) must be as it was: say so instead of half-applying */
+    *probe = *c;
+#define KEEP(f) memcpy(&probe->f, &srv->cfg.f, sizeof probe->f);
+    RELOADABLE(KEEP)
+#undef KEEP
+    int fixed_changed = memcmp(probe, &srv->cfg, sizeof *probe) != 0;
+    pthread_rwlock_wrlock(&srv->reload_rw); /* waits for the answers using the old set */
     prompt_set *old = srv->prompts;
     srv->prompts = p;
-    pthread_mutex_unlock(&srv->work);
-    prompt_set_free(&old);
-    fprintf(stderr, "docentd: prompts reloaded from %s\n", srv->cfg.prompts_dir);
+    p = old;
+    srv->opts = ro;
+    /* only the reloadable fields are written: the rest is read without the lock */
+#define TAKE(f) memcpy(&srv->cfg.f, &c->f, sizeof srv->cfg.f);
+    RELOADABLE(TAKE)
+#undef TAKE
+    pthread_rwlock_unlock(&srv->reload_rw);
+    fprintf(stderr, "docentd: reloaded the prompts (%s), [answer], [safety], [search] and the "
+                    "[daemon] access lists and limits\n",
+            srv->cfg.prompts_dir);
+    if (fixed_changed)
+        log_warn("reload: %s also changes settings a reload cannot apply ([data], [models], "
+                 "[ingest], [index], [remote], the [daemon] sockets, watch, generators, "
+                 "connections): restart docentd for them",
+                 *c->path ? c->path : "the config");
+done:
+    prompt_set_free(&p);
+    free(c);
+    free(probe);
 }
 
 static struct MHD_Daemon *start_on(ctx *x, int fd)

@@ -77,19 +77,69 @@ static int cancelled(const ing_ctx *c)
 static int count_tokens(void *ctx, const char *s, size_t n)
 {
     ing_ctx *c = ctx;
-    int32_t *ids = NULL;
     int nt = 0;
     doc_err e;
-    int rc = llm_tokenize(c->m, s, n, 0, 0, &ids, &nt, &e);
-    free(ids);
+    int rc = llm_count_tokens(c->m, s, n, &nt, &e);
     return rc ? rc : nt;
 }
 
-static int txn_begin(ing_ctx *c)
+/* hold: tell the lock hook that the store, the embedder or the writer's
+ * place is taken (on=1) or given back (on=0) */
+static void hold(const ing_ctx *c, int what, int on)
+{
+    if (c->o.lock) c->o.lock(c->o.cb_ctx, what, on);
+}
+
+/* the store calls the pipeline makes, each under the store (and with its
+ * message taken while the store is still held) */
+static int s_doc_find(ing_ctx *c, const char *uri, idx_doc *d, doc_err *err)
+{
+    hold(c, ING_USE_STORE, 1);
+    int rc = idx_doc_find(c->s, c->coll_id, uri, d);
+    if (rc && rc != DOC_ENOTFOUND) doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    return rc;
+}
+
+static int s_doc_touch(ing_ctx *c, int64_t id, int64_t mtime, doc_err *err)
+{
+    hold(c, ING_USE_STORE, 1);
+    int rc = idx_doc_touch(c->s, id, mtime);
+    if (rc) doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    return rc;
+}
+
+static int s_doc_remove(ing_ctx *c, int64_t id, doc_err *err)
+{
+    hold(c, ING_USE_STORE, 1);
+    int rc = idx_doc_remove(c->s, id);
+    if (rc) doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    return rc;
+}
+
+static int s_doc_list(ing_ctx *c, idx_doc **docs, int *n, doc_err *err)
+{
+    hold(c, ING_USE_STORE, 1);
+    int rc = idx_doc_list(c->s, c->coll_id, docs, n);
+    if (rc) doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    return rc;
+}
+
+static int txn_begin(ing_ctx *c, doc_err *err)
 {
     if (c->in_txn) return 0;
+    hold(c, ING_USE_WRITER, 1);
+    hold(c, ING_USE_STORE, 1);
     int rc = idx_begin(c->s);
-    if (rc) return rc;
+    if (rc) doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    if (rc) {
+        hold(c, ING_USE_WRITER, 0);
+        return rc;
+    }
     c->in_txn = 1;
     c->txn_docs = 0;
     c->txn_start = time_now();
@@ -100,11 +150,24 @@ static int txn_commit(ing_ctx *c, doc_err *err)
 {
     if (!c->in_txn) return 0;
     double t = time_now();
+    hold(c, ING_USE_STORE, 1);
     int rc = idx_commit(c->s);
+    if (rc) doc_errf(err, rc, "commit: %s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    hold(c, ING_USE_WRITER, 0);
     c->in_txn = 0;
     if (c->sum) c->sum->t_store += time_now() - t;
-    if (rc) return doc_errf(err, rc, "commit: %s", idx_errmsg(c->s));
-    return 0;
+    return rc;
+}
+
+static void txn_rollback(ing_ctx *c)
+{
+    if (!c->in_txn) return;
+    hold(c, ING_USE_STORE, 1);
+    idx_rollback(c->s);
+    hold(c, ING_USE_STORE, 0);
+    hold(c, ING_USE_WRITER, 0);
+    c->in_txn = 0;
 }
 
 /* after a document: commit when the transaction is big or old enough */
@@ -151,8 +214,14 @@ int ing_new(idx_store *s, llm_model *m, const ing_opts *o, ing_ctx **out, doc_er
     c->overlap = c->o.overlap_tokens < 0 ? 0 : c->o.overlap_tokens;
     if (c->overlap > c->budget / 2) c->overlap = c->budget / 2;
     snprintf(c->coll, sizeof c->coll, "%s", c->o.collection);
-    if ((rc = idx_collection_ensure(s, c->coll, NULL, &c->coll_id))) {
-        doc_errf(err, rc, "collection '%s': %s", c->coll, idx_errmsg(s));
+    /* a write outside any transaction of ours: still the writer's turn */
+    hold(c, ING_USE_WRITER, 1);
+    hold(c, ING_USE_STORE, 1);
+    rc = idx_collection_ensure(s, c->coll, NULL, &c->coll_id);
+    if (rc) doc_errf(err, rc, "collection '%s': %s", c->coll, idx_errmsg(s));
+    hold(c, ING_USE_STORE, 0);
+    hold(c, ING_USE_WRITER, 0);
+    if (rc) {
         free(c);
         return rc;
     }
@@ -164,7 +233,7 @@ void ing_free(ing_ctx **pc)
 {
     ing_ctx *c = pc ? *pc : NULL;
     if (!c) return;
-    if (c->in_txn) idx_rollback(c->s);
+    txn_rollback(c);
     free(c);
     *pc = NULL;
 }
@@ -287,8 +356,12 @@ static int store_doc(ing_ctx *c, doc_work *w, const char *uri, const char *mime,
         ic->char_end = (int64_t)(k->off + k->len);
         ic->n_tokens = k->n_tokens;
         ic->vec = w->vecs + (size_t)i * (size_t)c->dim;
-        if (replacing && idx_chunk_vec_lookup(c->s, ic->id, ic->text, (float *)ic->vec) == 1)
-            continue; /* unchanged chunk: its stored vector is still right */
+        if (replacing) {
+            hold(c, ING_USE_STORE, 1);
+            int same = idx_chunk_vec_lookup(c->s, ic->id, ic->text, (float *)ic->vec);
+            hold(c, ING_USE_STORE, 0);
+            if (same == 1) continue; /* unchanged chunk: its stored vector is still right */
+        }
         if ((rc = context_prefix(c, title, k->heading, &pre))) {
             doc_errf(err, rc, "tokenizing the heading of chunk %d", i);
             goto done;
@@ -312,7 +385,9 @@ static int store_doc(ing_ctx *c, doc_work *w, const char *uri, const char *mime,
             rc = doc_errf(err, DOC_ENOMEM, "out of memory");
             goto done;
         }
+        hold(c, ING_USE_EMBEDDER, 1);
         rc = llm_embed(c->m, (const char *const *)w->inputs + b, nb, tmp, c->o.cancel, err);
+        hold(c, ING_USE_EMBEDDER, 0);
         for (int i = 0; !rc && i < nb; i++)
             memcpy(w->vecs + (size_t)w->which[b + i] * (size_t)c->dim, tmp + (size_t)i * (size_t)c->dim,
                    (size_t)c->dim * sizeof(float));
@@ -325,8 +400,7 @@ static int store_doc(ing_ctx *c, doc_work *w, const char *uri, const char *mime,
     c->sum->chunks_embedded += n_in;
 
     t = time_now();
-    if ((rc = txn_begin(c))) {
-        doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    if ((rc = txn_begin(c, err))) {
         c->store_failed = 1;
         goto done;
     }
@@ -334,8 +408,11 @@ static int store_doc(ing_ctx *c, doc_work *w, const char *uri, const char *mime,
                  .mime = (char *)mime, .hash = hash, .mtime = mtime, .size = size,
                  .ingested_at = (int64_t)time(NULL)};
     snprintf(d.collection, sizeof d.collection, "%s", c->coll);
-    if ((rc = idx_doc_put(c->s, &d, w->ic, w->n))) {
-        doc_errf(err, rc, "store: %s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 1);
+    rc = idx_doc_put(c->s, &d, w->ic, w->n);
+    if (rc) doc_errf(err, rc, "store: %s", idx_errmsg(c->s));
+    hold(c, ING_USE_STORE, 0);
+    if (rc) {
         c->store_failed = 1;
         c->sum->t_store += time_now() - t;
         goto done;
@@ -365,20 +442,14 @@ static int process_doc(ing_ctx *c, const char *uri, const char *data, size_t len
     uint64_t hash = hash64(data, len);
 
     c->pr.current = uri;
-    rc = idx_doc_find(c->s, c->coll_id, uri, &old);
+    rc = s_doc_find(c, uri, &old, &e);
     if (rc == 0) found = 1;
-    else if (rc != DOC_ENOTFOUND) {
-        doc_errf(&e, rc, "%s", idx_errmsg(c->s));
-        goto fatal;
-    }
+    else if (rc != DOC_ENOTFOUND) goto fatal;
     rc = 0;
     if (found && old.hash == hash && old.size == (int64_t)len) {
         c->sum->unchanged++;
         if (old.mtime != mtime) {
-            if ((rc = txn_begin(c)) || (rc = idx_doc_touch(c->s, old.id, mtime))) {
-                doc_errf(&e, rc, "%s", idx_errmsg(c->s));
-                goto fatal;
-            }
+            if ((rc = txn_begin(c, &e)) || (rc = s_doc_touch(c, old.id, mtime, &e))) goto fatal;
         }
         goto done;
     }
@@ -412,10 +483,7 @@ static int process_doc(ing_ctx *c, const char *uri, const char *data, size_t len
                                          : "no text");
         rc = 0;
         if (found) { /* its old text is gone: so are its chunks */
-            if ((rc = txn_begin(c)) || (rc = idx_doc_remove(c->s, old.id))) {
-                doc_errf(&e, rc, "%s", idx_errmsg(c->s));
-                goto fatal;
-            }
+            if ((rc = txn_begin(c, &e)) || (rc = s_doc_remove(c, old.id, &e))) goto fatal;
             c->sum->removed++;
         }
         goto done;
@@ -440,7 +508,7 @@ done:
 fatal:
     doc_work_free(&w);
     idx_doc_clear(&old);
-    if (c->in_txn) idx_rollback(c->s), c->in_txn = 0;
+    txn_rollback(c);
     log_error("%s: %s", uri, e.msg);
     return rc ? rc : DOC_EIO;
 }
@@ -539,17 +607,13 @@ static int remove_vanished(ing_ctx *c, const char *root, path_list *l, doc_err *
     idx_doc *docs = NULL;
     int n = 0, rc;
     size_t rl = strlen(root);
-    if ((rc = idx_doc_list(c->s, c->coll_id, &docs, &n)))
-        return doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    if ((rc = s_doc_list(c, &docs, &n, err))) return rc;
     qsort(l->v, (size_t)l->n, sizeof *l->v, cmp_str);
     for (int i = 0; i < n && !rc; i++) {
         const char *u = docs[i].uri;
         if (strncmp(u, root, rl) || (u[rl] != '/' && !(rl == 1 && root[0] == '/'))) continue;
         if (bsearch(&u, l->v, (size_t)l->n, sizeof *l->v, cmp_str)) continue;
-        if ((rc = txn_begin(c)) || (rc = idx_doc_remove(c->s, docs[i].id))) {
-            doc_errf(err, rc, "%s", idx_errmsg(c->s));
-            break;
-        }
+        if ((rc = txn_begin(c, err)) || (rc = s_doc_remove(c, docs[i].id, err))) break;
         c->sum->removed++;
         note(c, "removed", u, "no longer exists");
     }
@@ -665,15 +729,11 @@ static int remove_under(ing_ctx *c, const char *path, doc_err *err)
     idx_doc *docs = NULL;
     int n = 0, rc;
     size_t pl = strlen(path);
-    if ((rc = idx_doc_list(c->s, c->coll_id, &docs, &n)))
-        return doc_errf(err, rc, "%s", idx_errmsg(c->s));
+    if ((rc = s_doc_list(c, &docs, &n, err))) return rc;
     for (int i = 0; i < n && !rc; i++) {
         const char *u = docs[i].uri;
         if (strncmp(u, path, pl) || (u[pl] && u[pl] != '/')) continue;
-        if ((rc = txn_begin(c)) || (rc = idx_doc_remove(c->s, docs[i].id))) {
-            doc_errf(err, rc, "%s", idx_errmsg(c->s));
-            break;
-        }
+        if ((rc = txn_begin(c, err)) || (rc = s_doc_remove(c, docs[i].id, err))) break;
         c->sum->removed++;
         note(c, "removed", u, NULL);
     }
@@ -840,6 +900,21 @@ int ing_embedder_identity(const char *model_path, char name[256], char sha256[65
 {
     char weights[PATH_MAX], real[PATH_MAX];
     const char *base;
+    if (!strncmp(model_path, "http://", 7) || !strncmp(model_path, "https://", 8)) {
+        /* a remote embedder (llm_model_source: "URL#MODEL"): the name is the
+         * model's, the hash that of the whole string */
+        const char *hash = strrchr(model_path, '#');
+        if (!hash || !hash[1])
+            return doc_errf(err, DOC_EINVAL, "%s: a remote embedder's identity needs URL#MODEL", model_path);
+        snprintf(name, 256, "remote:%.240s", hash + 1);
+        unsigned char d[32];
+        sha256_ctx sc;
+        sha256_init(&sc);
+        sha256_update(&sc, model_path, strlen(model_path));
+        sha256_final(&sc, d);
+        for (int i = 0; i < 32; i++) snprintf(sha256 + 2 * i, 3, "%02x", d[i]);
+        return DOC_OK;
+    }
     if (!realpath(model_path, real)) return doc_errf(err, DOC_ENOTFOUND, "%s: %s", model_path, strerror(errno));
     base = strrchr(real, '/');
     snprintf(name, 256, "%.255s", base && base[1] ? base + 1 : real);

@@ -58,8 +58,16 @@ typedef struct ing_opts {
     const volatile int *cancel;
     ing_progress_fn progress; /* may be NULL; called at most ~10 times a second */
     ing_note_fn note;         /* may be NULL */
+    /* lock: when not NULL, called with on=1 before and on=0 after each use of
+     * the store (ING_USE_STORE) and of the embedder (ING_USE_EMBEDDER, one
+     * batch at a time), and around each write transaction, from its start to
+     * its commit or rollback (ING_USE_WRITER, taken before the store), so a
+     * store and an embedder can be shared with other threads (docentd) */
+    void (*lock)(void *ctx, int what, int on);
     void *cb_ctx;
 } ing_opts;
+
+enum { ING_USE_STORE = 1, ING_USE_WRITER, ING_USE_EMBEDDER };
 
 typedef struct ing_summary {
     int added, updated, unchanged, removed, skipped, failed;
@@ -103,7 +111,9 @@ int ing_reindex(idx_store *s, llm_model *m, int batch, ing_progress_fn progress,
 int ing_embed_query(llm_model *m, const char *query, float *vec, doc_err *err);
 
 /* ing_embedder_identity: name (the path's last component) and sha256 of the
- * weights (model.safetensors in a directory, else the file) for idx_opts. */
+ * weights (model.safetensors in a directory, else the file) for idx_opts.
+ * For a remote embedder pass llm_model_source(m), "URL#MODEL": the name is
+ * "remote:MODEL" and the hash that of the whole string (docs/remote.md). */
 int ing_embedder_identity(const char *model_path, char name[256], char sha256[65], doc_err *err);
 
 #endif

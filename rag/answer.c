@@ -245,6 +245,8 @@ typedef struct stream {
     int stopped;              /* the consumer asked to stop */
     size_t sent_start;        /* start of the sentence being read in raw */
     int looped;               /* generation stopped: a sentence repeated an earlier one */
+    double deadline;          /* rag_request.deadline */
+    int timed_out;            /* generation stopped at the deadline */
     double t0, first;         /* call start; first hand-over (0: none yet) */
 } stream;
 
@@ -299,6 +301,10 @@ static int on_gen_text(void *ud, const char *text, size_t len)
 {
     stream *s = ud;
     if (s->cancel && *s->cancel) return 1;
+    if (s->deadline > 0 && time_now() > s->deadline) {
+        s->timed_out = 1;
+        return 1;
+    }
     if (buf_append(&s->raw, text, len)) return 1;
     const char *r = s->raw.data;
     for (size_t i = s->scanned; i < s->raw.len; i++) {
@@ -463,6 +469,13 @@ static int rewrite_cb(void *ud, const char *text, size_t len)
  * (malloc'd).  The model's line is used when it is one plausible question;
  * otherwise the last question and the follow-up are joined, which keeps
  * retrieval on topic. */
+/* use: tell the caller's lock hook that a shared object is taken (on=1) or
+ * given back (on=0) */
+static void use(const rag_env *env, int what, int on)
+{
+    if (env->lock) env->lock(env->lock_ud, what, on);
+}
+
 static int rewrite(const rag_env *env, const rag_request *rq, char **out, doc_err *err)
 {
     buf hist, msg, prompt, gen;
@@ -483,10 +496,10 @@ static int rewrite(const rag_env *env, const rag_request *rq, char **out, doc_er
         rc = buf_printf(&hist, "User: %s\nAssistant: %.*s\n", q, (int)al, ans);
     }
     if (rc == DOC_OK && env->generator) {
+        use(env, RAG_USE_GENERATOR, 1);
         prompt_var v[] = {{"history", hist.data ? hist.data : ""}, {"question", rq->question}};
         rc = prompt_render(env->prompts, "rewrite", v, 2, &msg, err);
         llm_chat_msg m[] = {{"user", msg.data ? msg.data : ""}};
-        if (rc == DOC_OK) rc = llm_chat_render(env->generator, m, 1, 1, &prompt, err);
         llm_sampling s;
         llm_sampling_default(&s);
         s.max_tokens = 64;
@@ -494,7 +507,8 @@ static int rewrite(const rag_env *env, const rag_request *rq, char **out, doc_er
         s.stop = stop;
         s.n_stop = 1;
         llm_gen_stats st;
-        if (rc == DOC_OK) rc = llm_generate(env->generator, prompt.data, &s, rewrite_cb, &gen, &st, err);
+        if (rc == DOC_OK) rc = llm_generate_chat(env->generator, m, 1, &s, rewrite_cb, &gen, &st, err);
+        use(env, RAG_USE_GENERATOR, 0);
     }
     if (rc) goto done;
     /* the model's line: trimmed, one question, not a refusal to answer */
@@ -566,8 +580,10 @@ static int match_by_embedding(const rag_env *env, rag_passage **given, int n_giv
                 goto done;
             }
             for (int k = 0; k < n_given; k++) {
+                use(env, RAG_USE_STORE, 1);
                 int got = idx_passage_vecs(env->store, given[k]->chunk_id, given[k]->chunk_last,
                                            vecs + (size_t)k * MATCH_VECS * dim, MATCH_VECS);
+                use(env, RAG_USE_STORE, 0);
                 nv[k] = got > 0 ? got : 0;
             }
             loaded = 1;
@@ -577,7 +593,9 @@ static int match_by_embedding(const rag_env *env, rag_passage **given, int n_giv
             rc = doc_errf(err, DOC_ENOMEM, "cite: out of memory");
             goto done;
         }
+        use(env, RAG_USE_EMBEDDER, 1);
         rc = ing_embed_query(env->embedder, sent, q, err);
+        use(env, RAG_USE_EMBEDDER, 0);
         free(sent);
         if (rc) goto done;
         int best = -1;
@@ -640,10 +658,7 @@ static int snippets(const rag_env *env, rag_passage **given, int n_given, const 
 
 static int count_tokens(llm_model *m, const char *text, int *n, doc_err *err)
 {
-    int32_t *ids = NULL;
-    int rc = llm_tokenize(m, text, strlen(text), 0, 1, &ids, n, err);
-    free(ids);
-    return rc;
+    return llm_count_tokens(m, text, strlen(text), n, err);
 }
 
 int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a, doc_err *err)
@@ -672,7 +687,7 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     if (k > MAX_K) k = MAX_K;
     char *q = strndup(question, ql);
     idx_hit *hits = NULL;
-    int n_hits = 0;
+    int n_hits = 0, gen_held = 0;
     float *qvec = NULL;
     rag_passage **given = NULL;
     rag_source *srcs = NULL;
@@ -731,7 +746,10 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
         rc = doc_errf(err, DOC_ENOMEM, "answer: out of memory");
         goto done;
     }
-    if ((rc = ing_embed_query(env->embedder, q, qvec, err))) goto done;
+    use(env, RAG_USE_EMBEDDER, 1);
+    rc = ing_embed_query(env->embedder, q, qvec, err);
+    use(env, RAG_USE_EMBEDDER, 0);
+    if (rc) goto done;
     a->t.embed = secs_since(t);
     t = time_now();
     idx_search_opts so = {.k = k, .n_dense = o->n_dense, .n_bm25 = o->n_bm25, .rrf_k = o->rrf_k,
@@ -739,10 +757,11 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
                           /* one chunk per source: merged runs of neighbours cost the
                            * budget several sources' worth of tokens */
                           .merge_adjacent = -1};
-    if ((rc = idx_search(env->store, qvec, q, &so, &hits, &n_hits))) {
-        doc_errf(err, rc, "retrieve: %s", idx_errmsg(env->store));
-        goto done;
-    }
+    use(env, RAG_USE_STORE, 1);
+    rc = idx_search(env->store, qvec, q, &so, &hits, &n_hits);
+    if (rc) doc_errf(err, rc, "retrieve: %s", idx_errmsg(env->store));
+    use(env, RAG_USE_STORE, 0);
+    if (rc) goto done;
     if ((rc = take_hits(a, hits, n_hits, o->mask_injections))) {
         doc_errf(err, rc, "answer: out of memory");
         goto done;
@@ -774,6 +793,8 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     }
 
     /* 4. budget: the prompt without sources, then source blocks while they fit */
+    use(env, RAG_USE_GENERATOR, 1);
+    gen_held = 1;
     t = time_now();
     char date[16];
     time_t now = time(NULL);
@@ -832,7 +853,6 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     prompt_var uv[] = {{"sources", blocks.data}, {"question", q}};
     if ((rc = prompt_render(env->prompts, "user", uv, 2, &user, err))) goto done;
     msgs[1].content = user.data;
-    if ((rc = llm_chat_render(env->generator, msgs, 2, 1, &prompt, err))) goto done;
     a->t.prompt = secs_since(t);
     if (rq->on_sources) rq->on_sources(rq->ud, a->passages, a->n_passages);
 
@@ -853,12 +873,13 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     s.cb = rq->on_text;
     s.ud = rq->ud;
     s.cancel = rq->cancel;
+    s.deadline = rq->deadline;
     s.t0 = t0;
     rag_source *empty = calloc((size_t)a->n_given, sizeof *empty);
     if (!empty) goto oom;
     s.empty = empty;
     llm_gen_stats st = {0};
-    rc = llm_generate(env->generator, prompt.data, &smp, on_gen_text, &s, &st, err);
+    rc = llm_generate_chat(env->generator, msgs, 2, &smp, on_gen_text, &s, &st, err);
     free(empty);
     s.empty = NULL;
     a->t.prefill = st.t_prompt;
@@ -869,6 +890,7 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
     if (rc) goto done;
     int cancelled = (rq->cancel && *rq->cancel) || s.stopped;
     if (s.looped) a->stop_reason = RAG_STOP_REPETITION;
+    if (s.timed_out) a->stop_reason = RAG_STOP_TIMEOUT;
 
     /* 6. citations */
     t = time_now();
@@ -915,6 +937,7 @@ int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a
 oom:
     rc = doc_errf(err, DOC_ENOMEM, "answer: out of memory or over the output cap");
 done:
+    if (gen_held) use(env, RAG_USE_GENERATOR, 0);
     if (!a->text && rc == DOC_OK && rq->retrieve_only) a->text = strdup("");
     a->t.total = secs_since(t0);
     rag_citations_free(&cit);
@@ -938,4 +961,19 @@ done:
         rag_answer_free(a);
     }
     return rc;
+}
+
+const char *rag_stop_name(int r)
+{
+    switch (r) {
+    case LLM_STOP_EOS: return "end";
+    case LLM_STOP_LENGTH: return "length";
+    case LLM_STOP_STRING: return "stop string";
+    case LLM_STOP_CANCELLED: return "cancelled";
+    case LLM_STOP_CONTEXT: return "context full";
+    case LLM_STOP_INCOMPLETE: return "incomplete"; /* a remote stream cut mid-answer */
+    case RAG_STOP_REPETITION: return "repetition";
+    case RAG_STOP_TIMEOUT: return "timeout";
+    }
+    return "none";
 }

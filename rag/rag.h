@@ -212,7 +212,16 @@ typedef struct rag_env {
     llm_model *generator;       /* a decoder; NULL: retrieval only (rag_request.retrieve_only) */
     const prompt_set *prompts;
     rag_opts opts;
+    /* lock: when not NULL, called with on=1 before and on=0 after each use of
+     * a shared object (RAG_USE_*), so that one store and one embedder can
+     * serve several answers at once (docentd).  The generator is taken once,
+     * from budgeting to the end of the answer, and may be held while the
+     * store or the embedder is taken; those two are never held together. */
+    void (*lock)(void *ud, int what, int on);
+    void *lock_ud;
 } rag_env;
+
+enum { RAG_USE_EMBEDDER = 1, RAG_USE_STORE, RAG_USE_GENERATOR };
 
 /* One earlier turn of a conversation. */
 typedef struct rag_turn {
@@ -241,6 +250,10 @@ typedef struct rag_request {
     void *ud;
     const volatile int *cancel; /* non-zero: stop promptly (DOC_ECANCELLED); may be NULL */
     int retrieve_only;          /* 1: stop after retrieval (evaluation of the retriever) */
+    /* deadline: time_now() past which generation stops at the next token; the
+     * answer so far is kept, cited and filtered, with stop_reason
+     * RAG_STOP_TIMEOUT (0: none) */
+    double deadline;
 } rag_request;
 
 /* One retrieved passage. */
@@ -263,7 +276,10 @@ typedef struct rag_passage {
 
 /* generation was stopped because a sentence repeated an earlier one (a small
  * model's loop); the repeated sentence stays, nothing after it is generated */
-enum { RAG_STOP_REPETITION = 100 };
+enum { RAG_STOP_REPETITION = 100, /* a sentence repeated an earlier one */
+       RAG_STOP_TIMEOUT = 101 };   /* the caller's time limit (docentd's answer_timeout_s) */
+/* rag_stop_name: "end", "length", "repetition", "timeout", ... for a stop_reason */
+const char *rag_stop_name(int stop_reason);
 
 enum { RAG_FOUND = 0, RAG_NOT_FOUND_WEAK = 1, RAG_NOT_FOUND_MODEL = 2 };
 

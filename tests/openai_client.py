@@ -26,7 +26,7 @@ else:  # the Unix socket
     client = openai.OpenAI(api_key="unused", base_url="http://docent/v1", max_retries=0,
                            http_client=httpx.Client(transport=httpx.HTTPTransport(uds=where)))
 ids = [m.id for m in client.models.list().data]
-check("docent" in ids and len(ids) == 2, f"models.list: {ids}")
+check(ids[0] == "docent" and "docent-generator" in ids and len(ids) == 3, f"models.list: {ids}")
 
 r = client.chat.completions.create(model="docent", max_tokens=48, messages=[
     {"role": "system", "content": "You are terse."},
@@ -69,3 +69,22 @@ try:
     check(False, "a conversation not ending with the user is refused")
 except openai.BadRequestError:
     check(True, "a conversation not ending with the user is refused (400)")
+
+# "docent-generator": the generator alone, for admins (the socket's caller here
+# is root or the daemon's own user; the TCP key is not an admin)
+msgs = [{"role": "user", "content": "Say hello in one word."}]
+if where.startswith("http://"):
+    try:
+        client.chat.completions.create(model="docent-generator", max_tokens=8, messages=msgs)
+        check(False, "docent-generator is refused to a key that is not an admin's")
+    except openai.PermissionDeniedError:
+        check(True, "docent-generator is refused to a key that is not an admin's (403)")
+else:
+    r = client.chat.completions.create(model="docent-generator", max_tokens=8, messages=msgs)
+    check(r.choices[0].message.content is not None and r.usage.completion_tokens > 0
+          and "Sources:" not in r.choices[0].message.content,
+          f"docent-generator (admin): a plain completion ({r.usage.completion_tokens} tokens)")
+    parts = [c.choices[0].delta.content for c in client.chat.completions.create(
+        model="docent-generator", max_tokens=8, stream=True, messages=msgs)
+        if c.choices and c.choices[0].delta.content]
+    check(len(parts) >= 1, f"docent-generator streamed: {len(parts)} chunks")

@@ -36,10 +36,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(s->cfg.embedder, sizeof s->cfg.embedder, "%s", emb);
     s->cfg.max_json_depth = 16;
     rag_opts_default(&s->opts);
-    pthread_mutex_init(&s->work, NULL);
-    pthread_mutex_init(&s->stats, NULL);
-    pthread_cond_init(&s->producers_done, NULL);
-    pthread_cond_init(&s->jobs_changed, NULL);
+    dd_server_init(s, 1); /* one generator slot, with no generator in it */
     llm_opts lo = {.n_threads = 1};
     char name[256], sha[65];
     if (llm_model_open(emb, &lo, &s->embedder, &e) || ing_embedder_identity(emb, name, sha, &e) ||
