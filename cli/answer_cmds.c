@@ -2,7 +2,7 @@
  * answer_cmds.c - `docent ask | chat | eval | status`: the answer path
  * (rag/) run in-process on the data directory's store, with the embedder, the
  * generator and the prompt templates the config names; or, for ask and status,
- * through docentd over its socket (--socket or $DOCENT_SOCKET) with the same
+ * through docentd over its socket (--socket, $DOCENT_SOCKET or the config's) with the same
  * output.
  */
 #include <editline/readline.h>
@@ -57,19 +57,6 @@ static int stream_out(void *ud, const char *text, size_t len)
     return cli_stop;
 }
 
-static const char *stop_name(int r)
-{
-    switch (r) {
-    case LLM_STOP_EOS: return "end";
-    case LLM_STOP_LENGTH: return "length";
-    case LLM_STOP_STRING: return "stop string";
-    case LLM_STOP_CANCELLED: return "cancelled";
-    case LLM_STOP_CONTEXT: return "context full";
-    case RAG_STOP_REPETITION: return "repetition";
-    }
-    return "none";
-}
-
 static const char *not_found_name(int n)
 {
     return n == RAG_NOT_FOUND_WEAK ? "weak evidence" : n == RAG_NOT_FOUND_MODEL ? "model" : NULL;
@@ -121,7 +108,7 @@ static json_t *answer_json(const rag_answer *r, const common *a)
     json_object_set_new(o, "dropped_sources", dropped);
     json_object_set_new(o, "flagged_sources", flagged);
     json_object_set_new(o, "sources_given", json_integer(r->n_given));
-    json_object_set_new(o, "stop", json_string(stop_name(r->stop_reason)));
+    json_object_set_new(o, "stop", json_string(rag_stop_name(r->stop_reason)));
     const rag_timings *t = &r->t;
     json_object_set_new(o, "timings",
                         json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "guard", t->guard,
@@ -261,8 +248,8 @@ static int ask_remote(common *a, const char *sock, const char *question)
 static const char status_help[] =
     "usage: docent status [--socket PATH] [--json]\n"
     "  the daemon's state: models and their engines, the collections you can read\n"
-    "  (with counts; readers for admins), request counters, uptime.  The socket comes\n"
-    "  from --socket or $DOCENT_SOCKET.\n";
+    "  (with counts; readers for admins), request counters, queues, uptime.  The socket\n"
+    "  comes from --socket, $DOCENT_SOCKET or the config's [daemon] socket.\n";
 
 int cmd_status(int argc, char **argv)
 {
@@ -272,7 +259,7 @@ int cmd_status(int argc, char **argv)
     if ((rc = cli_parse_flags(&a, argc, argv, "o:qh", lo, status_help, NULL)) >= 0) return rc;
     if (optind != argc) return cli_usage_error("status", "takes no operands");
     const char *sock = cli_socket(&a);
-    if (!sock) return cli_usage_error("status", "no daemon: give --socket PATH or set DOCENT_SOCKET");
+    if (!sock) return cli_usage_error("status", "no daemon: give --socket PATH, set DOCENT_SOCKET, or start docentd on the config's [daemon] socket");
     json_t *o = NULL;
     long st = 0;
     doc_err e = {0};
@@ -330,6 +317,8 @@ static const char ask_help[] =
     "                          dropped_sources, flagged_sources, timings, usage\n"
     "  -q                      no notes or timings on stderr\n"
     "  --socket PATH           ask docentd there (also $DOCENT_SOCKET); --local: in-process\n"
+    "  --generator PATH|URL, --embedder PATH|URL  other models than [models] (a URL is an\n"
+    "                          OpenAI-compatible server: docs/remote.md); run in-process\n"
     "  --data DIR, --config FILE, -o SECTION.KEY=VALUE ([answer] and [safety] settings;\n"
     "                          in-process only: the daemon uses its own)\n";
 
@@ -397,6 +386,8 @@ static const char chat_help[] =
     "  before retrieval (shown as \"(searched for: ...)\").  Commands: /reset forgets the\n"
     "  conversation, /quit (or Ctrl-D) leaves.  Reads plain lines when stdin is not a\n"
     "  terminal.\n"
+    "  --generator PATH|URL, --embedder PATH|URL  other models than [models] (a URL is an\n"
+    "                          OpenAI-compatible server: docs/remote.md); run in-process\n"
     "  --data DIR, --config FILE, -o SECTION.KEY=VALUE\n";
 
 enum { CHAT_TURNS = 8 };

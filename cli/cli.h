@@ -29,6 +29,9 @@ typedef struct common {
     const char *collection;
     const char *socket;        /* --socket: talk to docentd there */
     int local;                 /* --local: in-process even if DOCENT_SOCKET is set */
+    const char *generator;     /* --generator PATH|URL: overrides [models] generator */
+    const char *embedder;      /* --embedder PATH|URL: overrides [models] embedder */
+    char cfg_socket[1024];     /* the config's [daemon] socket when cli_socket chose it */
     const char *overrides[32];
     int n_over;
     int json;
@@ -51,13 +54,15 @@ typedef struct common {
 
 enum { C_DATA = 2000, C_CONFIG, C_JSON, C_WATCH, C_INCLUDE, C_EXCLUDE, C_FOLLOW, C_QUIET, C_MODE,
        C_NO_STREAM, C_RETRIEVE_ONLY, C_MIN_RECALL, C_MIN_MRR, C_MIN_CITE, C_MIN_EXPECT,
-       C_MIN_NOT_FOUND, C_OUT, C_SOCKET, C_LOCAL };
+       C_MIN_NOT_FOUND, C_OUT, C_SOCKET, C_LOCAL, C_GENERATOR, C_EMBEDDER };
 
 #define COMMON_LONGOPTS                                                                   \
     {"data", required_argument, 0, C_DATA}, {"config", required_argument, 0, C_CONFIG},  \
         {"collection", required_argument, 0, 'c'}, {"json", no_argument, 0, C_JSON},     \
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},                   \
-        {"socket", required_argument, 0, C_SOCKET}, {"local", no_argument, 0, C_LOCAL}
+        {"socket", required_argument, 0, C_SOCKET}, {"local", no_argument, 0, C_LOCAL},  \
+        {"generator", required_argument, 0, C_GENERATOR},                                \
+        {"embedder", required_argument, 0, C_EMBEDDER}
 
 /* own_flag_fn: a command's own flags; same return convention as common_flag */
 typedef int (*own_flag_fn)(common *a, int c);
@@ -92,9 +97,18 @@ int cli_resolve_collection(common *a, int64_t *id);
 
 /* ---- the daemon (client.c) ------------------------------------------------ */
 
-/* cli_socket: the daemon's socket for a command: --socket, else $DOCENT_SOCKET;
- * NULL (run in-process) with --local or neither. */
-const char *cli_socket(const common *a);
+/* cli_socket: the daemon's socket for a command: --socket, else $DOCENT_SOCKET,
+ * else the config's [daemon] socket when that path is a socket (the config is
+ * read here, with --config and -o; not when --data names a store, which is
+ * in-process); NULL (run in-process) with --local, --generator, --embedder
+ * or none of them.  The result
+ * is borrowed (from argv, the environment or a). */
+const char *cli_socket(common *a);
+/* cli_daemon_live: 1 when docentd answers GET /healthz at sock */
+int cli_daemon_live(const char *sock);
+/* cli_remote_fail: print "docent: [what: ]message" for a failed daemon call,
+ * with what a 403 (the access rule) or a 429 (busy) means; returns 1. */
+int cli_remote_fail(const char *what, long status, const doc_err *e);
 /* cli_call: one request (body may be NULL); *out the reply's JSON (caller
  * decrefs).  A transport failure is DOC_EIO naming the socket; an error reply
  * is DOC_EINVAL with its message; *status the HTTP status. */
@@ -106,7 +120,8 @@ int cli_call_sse(const char *sock, const char *path, json_t *body, cli_sse_fn fn
                  long *status, doc_err *err);
 int cmd_status(int argc, char **argv);
 
-/* store commands (store_cmds.c): in-process until the daemon serves them */
+/* store commands (store_cmds.c): through docentd when cli_socket names one
+ * (reindex and check: in-process only), else in-process */
 int cmd_ingest(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_ls(int argc, char **argv);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 
@@ -82,7 +83,8 @@ static int do_request(const char *sock, const char *method, const char *path, co
     if (!s->status) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &s->status);
     int rc = DOC_OK;
     if (c != CURLE_OK && !(c == CURLE_WRITE_ERROR && s->stop))
-        rc = doc_errf(err, DOC_EIO, "daemon at %s: %s (is docentd running, and may you use its socket?)",
+        rc = doc_errf(err, DOC_EIO, "daemon at %s: %s (is docentd running, and may you use "
+                      "its socket? --local runs in-process)",
                       sock, curl_easy_strerror(c));
     curl_slist_free_all(hdr);
     curl_easy_cleanup(h);
@@ -140,10 +142,49 @@ int cli_call_sse(const char *sock, const char *path, json_t *body, cli_sse_fn fn
     return rc;
 }
 
-const char *cli_socket(const common *a)
+const char *cli_socket(common *a)
 {
-    if (a->local) return NULL;
+    /* --generator / --embedder choose the models: that is in-process too
+     * (docentd serves the models of its own config) */
+    if (a->local || a->generator || a->embedder) return NULL;
     if (a->socket) return a->socket;
     const char *env = getenv("DOCENT_SOCKET");
-    return env && *env ? env : NULL;
+    if (env && *env) return env;
+    /* --data names a store: that is in-process, whatever daemon the config names */
+    if (a->data) return NULL;
+    /* the config's socket, when a daemon has made it (a config that does not
+     * load is reported by the in-process path that follows) */
+    doc_config cfg;
+    doc_err e = {0};
+    struct stat st;
+    if (config_load(a->config_path, &cfg, &e)) return NULL;
+    for (int i = 0; i < a->n_over; i++)
+        if (config_set(&cfg, a->overrides[i], &e)) return NULL;
+    if (!cfg.socket_path[0] || stat(cfg.socket_path, &st) || !S_ISSOCK(st.st_mode)) return NULL;
+    snprintf(a->cfg_socket, sizeof a->cfg_socket, "%s", cfg.socket_path);
+    return a->cfg_socket;
+}
+
+int cli_daemon_live(const char *sock)
+{
+    json_t *o = NULL;
+    long status = 0;
+    doc_err e = {0};
+    int rc = cli_call(sock, "GET", "/healthz", NULL, &o, &status, &e);
+    json_decref(o);
+    return rc == DOC_OK && status == 200;
+}
+
+int cli_remote_fail(const char *what, long status, const doc_err *e)
+{
+    const char *msg = e->msg[0] ? e->msg : doc_strerror(e->rc);
+    const char *hint = "";
+    if (status == 403)
+        hint = " (docentd's access rule: ingest, rm and collection changes need an admin: root, "
+               "docentd's own user or [daemon] admins)";
+    else if (status == 429)
+        hint = " (docentd is busy: too many of your requests are in flight; try again)";
+    if (what) fprintf(stderr, "docent: %s: %s%s\n", what, msg, hint);
+    else fprintf(stderr, "docent: %s%s\n", msg, hint);
+    return 1;
 }

@@ -40,6 +40,8 @@ static int common_flag(common *a, int c)
     case C_DATA: a->data = optarg; return 0;
     case C_SOCKET: a->socket = optarg; return 0;
     case C_LOCAL: a->local = 1; return 0;
+    case C_GENERATOR: a->generator = optarg; return 0;
+    case C_EMBEDDER: a->embedder = optarg; return 0;
     case C_CONFIG: a->config_path = optarg; return 0;
     case 'c': a->collection = optarg; return 0;
     case C_JSON: a->json = 1; return 0;
@@ -97,6 +99,13 @@ int cli_load_config(common *a)
         if (n < 0 || (size_t)n >= sizeof a->cfg.data_dir)
             return cli_usage_error(a->cmd, "--data: path too long");
     }
+    /* --generator / --embedder: a path (relative to the current directory) or a URL */
+    if (a->generator && snprintf(a->cfg.generator, sizeof a->cfg.generator, "%s", a->generator) >=
+                            (int)sizeof a->cfg.generator)
+        return cli_usage_error(a->cmd, "--generator: too long");
+    if (a->embedder && snprintf(a->cfg.embedder, sizeof a->cfg.embedder, "%s", a->embedder) >=
+                           (int)sizeof a->cfg.embedder)
+        return cli_usage_error(a->cmd, "--embedder: too long");
     return 0;
 }
 
@@ -117,14 +126,15 @@ int cli_open_store(common *a, int with_model, int flags)
                    .hnsw_ef_search = a->cfg.hnsw_ef_search,
                    .allow_embedder_change = reindex};
     if (with_model) {
-        llm_opts lo = {.n_threads = a->cfg.threads, .backend = a->cfg.backend,
-                       .batch = a->cfg.embed_batch};
+        llm_opts lo;
+        llm_remote_opts ro;
+        llm_opts_from_config(&a->cfg, LLM_ENCODER, &lo, &ro);
         if (llm_model_open(a->cfg.embedder, &lo, &a->m, &e)) return cli_fail("embedder", &e);
         if (llm_model_kind(a->m) != LLM_ENCODER) {
             fprintf(stderr, "docent: embedder %s is not an encoder model\n", a->cfg.embedder);
             return 1;
         }
-        if (ing_embedder_identity(a->cfg.embedder, name, sha, &e)) return cli_fail("embedder", &e);
+        if (ing_embedder_identity(llm_model_source(a->m), name, sha, &e)) return cli_fail("embedder", &e);
         io.embedder_name = name;
         io.embedder_sha256 = sha;
         io.dim = llm_embed_dim(a->m);
@@ -136,7 +146,9 @@ int cli_open_store(common *a, int with_model, int flags)
 int cli_open_answerer(common *a)
 {
     doc_err e = {0};
-    llm_opts lo = {.n_threads = a->cfg.threads, .backend = a->cfg.backend};
+    llm_opts lo;
+    llm_remote_opts ro;
+    llm_opts_from_config(&a->cfg, LLM_DECODER, &lo, &ro);
     if (llm_model_open(a->cfg.generator, &lo, &a->gen, &e)) return cli_fail("generator", &e);
     if (llm_model_kind(a->gen) != LLM_DECODER) {
         fprintf(stderr, "docent: generator %s is not a decoder model\n", a->cfg.generator);
