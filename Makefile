@@ -43,12 +43,18 @@ MODULES := core llm llm/cpu index ingest rag prompts
 LIB_SRC := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CUDA_SRC := $(if $(NVCC),$(wildcard llm/cuda/*.cu))
+# The CUDA backend is a shared object, $(BUILD)/libdocent-cuda.so, that llm/model.c
+# loads (dlopen) only where an NVIDIA driver is present: linking cuBLAS into every
+# program cost 150 MiB of RSS at startup on machines without a GPU.  It carries
+# its own position-independent copies of the few C helpers it calls.
 ifneq ($(CUDA_SRC),)
   CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
+  CUDA_PIC := $(patsubst %.c,$(BUILD)/obj-pic/%.o,core/status.c core/utf8.c core/buf.c llm/quant.c)
+  CUDA_SO := $(BUILD)/libdocent-cuda.so
   CFLAGS += -DDOCENT_CUDA=1
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
+LDLIBS += -ldl
 # SASS for sm_80 (A100) and sm_90 (H100/H200), PTX for newer GPUs to JIT from
 NVCC_FLAGS ?= -O2 -std=c++17 -I. -gencode arch=compute_80,code=sm_80 \
     -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
@@ -61,7 +67,7 @@ TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all test test-long asan deps models demo fuzz bench bench-store bench-answer clean fixtures gpu-check
-all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN)
+all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN) $(CUDA_SO)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -79,6 +85,14 @@ $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/obj-pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+$(BUILD)/libdocent-cuda.so: $(CUDA_OBJ) $(CUDA_PIC)
+	$(CXX) -shared -Wl,-Bsymbolic -Wl,--no-undefined -o $@ $^ -L$(CUDA_HOME)/lib64 \
+	    -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lm -pthread
+
 # FAISS through its C API.  Debian's libfaiss-dev ships the C API headers but no
 # compiled libfaiss_c; then index/faiss_shim.cpp implements the functions docent
 # uses, with the headers' signatures, over the installed libfaiss.
@@ -95,7 +109,7 @@ $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPT) -g -std=c++17 -Wall -Wextra -I. $(XCFLAGS) $(XCXXFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/libdocent.a: $(LIB_OBJ) $(CUDA_OBJ) $(SHIM_OBJ)
+$(BUILD)/libdocent.a: $(LIB_OBJ) $(SHIM_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -132,11 +146,14 @@ $(CUDA_STAMP):
 $(BUILD)/obj/llm/model.o: $(CUDA_STAMP)
 
 # tools of tests/gpu/check.sh (make gpu-check)
-$(BUILD)/gpu/%: tests/gpu/%.c $(BUILD)/libdocent.a
+$(BUILD)/gpu/%: tests/gpu/%.c $(BUILD)/libdocent.a | $(CUDA_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdocent.a $(LDLIBS)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+# the CUDA tools load the backend from the build folder
+$(BUILD)/tests/test_cuda: | $(CUDA_SO)
+
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-pic -name '*.d' 2>/dev/null)
 
 deps:
 	@tools/deps.sh

@@ -841,7 +841,12 @@ static const llm_backend_i cu_iface = {
     cu_destroy,
 };
 
-int llm_cuda_backend_new(int device, llm_backend **out, doc_err *err)
+/* docent_cuda_backend_new: the entry point llm_cuda_backend_new (llm/model.c)
+ * finds with dlsym once it has loaded this library */
+extern "C" __attribute__((visibility("default"))) int docent_cuda_backend_new(int device,
+                                                                             llm_backend **out,
+                                                                             doc_err *err);
+int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
 {
     *out = NULL;
     int count = 0;

@@ -49,6 +49,7 @@ PY
 fi
 if [ -x .gpu/bin/test_cuda ] && [ -x .gpu/bin/gpu_probe ]; then
     BIN=$ROOT/.gpu/bin
+    export DOCENT_CUDA_LIB=$BIN/libdocent-cuda.so
     LDP="$ROOT/.gpu/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     echo "using the binaries prepare.sh built ($BIN)"
     if command -v nvcc >/dev/null; then
@@ -59,16 +60,19 @@ if [ -x .gpu/bin/test_cuda ] && [ -x .gpu/bin/gpu_probe ]; then
         echo "nvcc here compiles llm/cuda/*.cu: ${failed[*]:-ok}"
     fi
 else
-    make -j"$(nproc)" BUILD=build-cuda build-cuda/tests/test_cuda build-cuda/gpu/gpu_probe >"$RES/build.log" 2>&1 ||
+    make -j"$(nproc)" BUILD=build-cuda build-cuda/tests/test_cuda build-cuda/gpu/gpu_probe \
+        build-cuda/libdocent-cuda.so >"$RES/build.log" 2>&1 ||
         { tail -30 "$RES/build.log"; echo "build failed; on a machine without docent's build dependencies run tests/gpu/prepare.sh first (elsewhere) and carry .gpu"; exit 1; }
     BIN=$ROOT/build-cuda/tests
+    export DOCENT_CUDA_LIB=$ROOT/build-cuda/libdocent-cuda.so
     cp build-cuda/gpu/gpu_probe "$BIN/" 2>/dev/null || true
     LDP="${cuda_libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 # the carried libraries are for docent's binaries only: Python keeps its own
 export DOCENT_LD_PATH=$LDP
 run_bin() { LD_LIBRARY_PATH="$LDP" "$@"; }
-LD_LIBRARY_PATH="$LDP" ldd "$BIN/gpu_probe" "$BIN/test_cuda" | grep "not found" && { echo "missing shared libraries"; exit 1; }
+LD_LIBRARY_PATH="$LDP" ldd "$BIN/gpu_probe" "$BIN/test_cuda" "$DOCENT_CUDA_LIB" | grep "not found" &&
+    { echo "missing shared libraries"; exit 1; }
 
 step "2. op parity (test_cuda)"
 run_bin timeout 150 "$BIN/test_cuda" 2>&1 | tee "$RES/test_cuda.log"

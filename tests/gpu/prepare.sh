@@ -6,7 +6,8 @@
 # none of docent's C dependencies (jansson, pcre2, utf8proc, curl, cmocka) and
 # no internet, and a call carries at most 64 MiB.  So this script puts into
 # .gpu/ (git-ignored; name it in the call's `carry`):
-#   .gpu/bin/   test_cuda and gpu_probe, built with CUDA (stripped)
+#   .gpu/bin/   test_cuda and gpu_probe (stripped) and libdocent-cuda.so, the
+#               backend they load from their own folder
 #   .gpu/lib/   the shared libraries they need beyond glibc, libstdc++ and CUDA
 #   .gpu/minilm-int8/  all-MiniLM-L6-v2 packed by pack_minilm.py (~23 MB)
 # and prints the size and the device call to make.
@@ -14,16 +15,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 command -v nvcc >/dev/null || { echo "prepare.sh: nvcc not found: cannot build the CUDA backend" >&2; exit 1; }
-make -j2 BUILD="$BUILD" "$BUILD/tests/test_cuda" "$BUILD/gpu/gpu_probe"
-nm "$BUILD/libdocent.a" 2>/dev/null | grep " T llm_cuda_backend_new" >/dev/null ||
-    { echo "prepare.sh: $BUILD/libdocent.a has no CUDA backend (stale objects? make clean)" >&2; exit 1; }
+make -j2 BUILD="$BUILD" "$BUILD/tests/test_cuda" "$BUILD/gpu/gpu_probe" "$BUILD/libdocent-cuda.so"
+nm -D "$BUILD/libdocent-cuda.so" 2>/dev/null | grep " T docent_cuda_backend_new" >/dev/null ||
+    { echo "prepare.sh: $BUILD/libdocent-cuda.so has no CUDA backend entry (stale objects? make clean)" >&2; exit 1; }
 rm -rf .gpu/bin .gpu/lib
 mkdir -p .gpu/bin .gpu/lib
 for b in "$BUILD/tests/test_cuda" "$BUILD/gpu/gpu_probe"; do
     strip -o ".gpu/bin/$(basename "$b")" "$b"
 done
+strip --strip-unneeded -o .gpu/bin/libdocent-cuda.so "$BUILD/libdocent-cuda.so"
 # the closure of shared libraries, less glibc, the C++ runtime and CUDA's own
-ldd .gpu/bin/gpu_probe .gpu/bin/test_cuda | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+ldd .gpu/bin/gpu_probe .gpu/bin/test_cuda .gpu/bin/libdocent-cuda.so | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
     grep -Ev '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s)\.so|/libcu|/libnv' |
     while read -r lib; do cp -L "$lib" .gpu/lib/; done
 if [ -d models/all-minilm-l6-v2 ]; then
