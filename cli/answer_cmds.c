@@ -1,9 +1,9 @@
 /*
  * answer_cmds.c - `docent ask | chat | eval | status`: the answer path
  * (rag/) run in-process on the data directory's store, with the embedder, the
- * generator and the prompt templates the config names; or, for ask and status,
- * through docentd over its socket (--socket, $DOCENT_SOCKET or the config's) with the same
- * output.
+ * generator and the prompt templates the config names; or, for ask, chat and
+ * status, through docentd over its socket (--socket, $DOCENT_SOCKET or the
+ * config's) with the same output.
  */
 #include <editline/readline.h>
 #include <errno.h>
@@ -209,28 +209,45 @@ static int on_ask_event(void *ud, const char *event, const char *data)
     return cli_stop;
 }
 
-/* ask_remote: docent ask through docentd */
-static int ask_remote(common *a, const char *sock, const char *question)
+/* remote_answer: POST /v1/ask (streamed to stdout unless --json or
+ * --no-stream) with the earlier turns in history (a JSON array, or NULL);
+ * *done the answer object (caller decrefs) */
+static int remote_answer(common *a, const char *sock, const char *question, json_t *history,
+                         json_t **done, doc_err *e)
 {
-    doc_err e = {0};
     long status = 0;
     int stream = !a->json && !a->no_stream;
     json_t *body = json_pack("{s:s,s:b}", "question", question, "stream", stream);
     if (a->collection) json_object_set_new(body, "collection", json_string(a->collection));
     if (a->k) json_object_set_new(body, "k", json_integer(a->k));
+    if (history && json_array_size(history)) json_object_set(body, "history", history);
     remote_ask r = {0};
     int rc;
     cli_catch_signals();
     if (stream) {
-        rc = cli_call_sse(sock, "/v1/ask", body, on_ask_event, &r, &status, &e);
-        if (rc == DOC_OK && !r.done && !*r.err && cli_stop) rc = doc_errf(&e, DOC_ECANCELLED, "cancelled");
-        else if (rc == DOC_OK && !r.done) rc = doc_errf(&e, DOC_EIO, "%s", *r.err ? r.err : "the stream ended early");
+        rc = cli_call_sse(sock, "/v1/ask", body, on_ask_event, &r, &status, e);
+        if (rc == DOC_OK && !r.done && !*r.err && cli_stop) rc = doc_errf(e, DOC_ECANCELLED, "cancelled");
+        else if (rc == DOC_OK && !r.done) rc = doc_errf(e, DOC_EIO, "%s", *r.err ? r.err : "the stream ended early");
     } else {
-        rc = cli_call(sock, "POST", "/v1/ask", body, &r.done, &status, &e);
+        rc = cli_call(sock, "POST", "/v1/ask", body, &r.done, &status, e);
     }
     json_decref(body);
     if (rc) {
         json_decref(r.done);
+        r.done = NULL;
+    }
+    *done = r.done;
+    return rc;
+}
+
+/* ask_remote: docent ask through docentd */
+static int ask_remote(common *a, const char *sock, const char *question)
+{
+    doc_err e = {0};
+    remote_ask r = {0};
+    int stream = !a->json && !a->no_stream;
+    int rc = remote_answer(a, sock, question, NULL, &r.done, &e);
+    if (rc) {
         if (rc == DOC_ECANCELLED) return fprintf(stderr, "\ndocent: ask: cancelled\n"), 130;
         return cli_fail("ask", &e);
     }
@@ -386,6 +403,8 @@ static const char chat_help[] =
     "  before retrieval (shown as \"(searched for: ...)\").  Commands: /reset forgets the\n"
     "  conversation, /quit (or Ctrl-D) leaves.  Reads plain lines when stdin is not a\n"
     "  terminal.\n"
+    "  --socket PATH           chat through docentd there (also $DOCENT_SOCKET, or the\n"
+    "                          config's [daemon] socket when docentd runs); --local: in-process\n"
     "  --generator PATH|URL, --embedder PATH|URL  other models than [models] (a URL is an\n"
     "                          OpenAI-compatible server: docs/remote.md); run in-process\n"
     "  --data DIR, --config FILE, -o SECTION.KEY=VALUE\n";
@@ -406,6 +425,27 @@ static char *read_line(int tty)
     return line;
 }
 
+/* chat_remember: keep a turn (the standalone question and the answer), the
+ * oldest going when CHAT_TURNS are kept */
+static void chat_remember(rag_turn *turns, int *n, const char *question, const char *answer)
+{
+    if (*n == CHAT_TURNS) {
+        free((char *)turns[0].question);
+        free((char *)turns[0].answer);
+        memmove(turns, turns + 1, (CHAT_TURNS - 1) * sizeof *turns);
+        (*n)--;
+    }
+    char *q = strdup(question), *a = strdup(answer);
+    if (!q || !a) {
+        free(q);
+        free(a);
+        return;
+    }
+    turns[*n].question = q;
+    turns[*n].answer = a;
+    (*n)++;
+}
+
 int cmd_chat(int argc, char **argv)
 {
     common a = {.cmd = "chat"};
@@ -418,7 +458,8 @@ int cmd_chat(int argc, char **argv)
     static const struct option lo[] = {COMMON_LONGOPTS, {0, 0, 0, 0}};
     if ((rc = cli_parse_flags(&a, argc, argv, "c:k:o:qh", lo, chat_help, ask_flag)) >= 0) return rc;
     if (optind != argc) return cli_usage_error("chat", "takes no operands");
-    if ((rc = open_all(&a, &coll)) || (rc = env_from_config(&a, &env))) goto done;
+    const char *sock = cli_socket(&a); /* through docentd: /v1/ask with the turns as history */
+    if (!sock && ((rc = open_all(&a, &coll)) || (rc = env_from_config(&a, &env)))) goto done;
     int tty = isatty(0);
     if (tty) {
         const char *home = getenv("HOME");
@@ -444,6 +485,27 @@ int cmd_chat(int argc, char **argv)
         }
         cli_stop = 0;
         cli_catch_signals();
+        if (sock) {
+            json_t *hist = json_array(), *done = NULL;
+            for (int i = 0; i < n_turns; i++)
+                json_array_append_new(hist, json_pack("{s:s,s:s}", "question", turns[i].question,
+                                                      "answer", turns[i].answer));
+            doc_err e = {0};
+            int arc = remote_answer(&a, sock, q, hist, &done, &e);
+            json_decref(hist);
+            if (arc == DOC_ECANCELLED) printf("\n(cancelled)\n");
+            else if (arc) cli_fail("chat", &e);
+            if (arc) continue;
+            printf("\n");
+            if (n_turns) printf("(searched for: %s)\n", json_str_or(done, "query", q));
+            print_sources(done, a.quiet, 1);
+            printf("\n");
+            if (!json_is_true(json_object_get(done, "refused")))
+                chat_remember(turns, &n_turns, json_str_or(done, "query", q), json_str_or(done, "answer", ""));
+            json_decref(done);
+            fflush(stdout);
+            continue;
+        }
         rag_answer r = {0};
         doc_err e = {0};
         rag_request rq = {.question = q, .collections = coll ? &coll : NULL,
@@ -464,17 +526,7 @@ int cmd_chat(int argc, char **argv)
         json_decref(aj);
         printf("\n");
         if (arc == DOC_ECANCELLED) printf("(cancelled)\n");
-        if (arc == DOC_OK && !r.refused) {
-            if (n_turns == CHAT_TURNS) {
-                free((char *)turns[0].question);
-                free((char *)turns[0].answer);
-                memmove(turns, turns + 1, (CHAT_TURNS - 1) * sizeof *turns);
-                n_turns--;
-            }
-            turns[n_turns].question = strdup(r.query ? r.query : q);
-            turns[n_turns].answer = strdup(r.text ? r.text : "");
-            n_turns++;
-        }
+        if (arc == DOC_OK && !r.refused) chat_remember(turns, &n_turns, r.query ? r.query : q, r.text ? r.text : "");
         rag_answer_free(&r);
         fflush(stdout);
     }

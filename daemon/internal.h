@@ -245,6 +245,8 @@ typedef struct dd_job {
     int timeout_s;              /* 0: answer_timeout_s (a request can only lower it) */
     const rag_turn *history;    /* earlier turns (OpenAI messages), borrowed */
     int n_history;
+    rag_turn *own_history;      /* /v1/ask's "history": owned (dd_job_free) */
+    int n_own_history;
     void *ext;                  /* the route's own state for its callbacks */
     llm_text_cb on_text;        /* NULL: the SSE "token" events of /v1/ask */
     /* set by dd_run_ask */

@@ -502,6 +502,11 @@ int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
 
 void dd_job_free(dd_job *j)
 {
+    for (int i = 0; i < j->n_own_history; i++) {
+        free((char *)j->own_history[i].question);
+        free((char *)j->own_history[i].answer);
+    }
+    free(j->own_history);
     free(j->question);
     free(j->ids);
     free(j);
@@ -559,6 +564,45 @@ static void *ask_thread(void *arg)
     return NULL;
 }
 
+/* ask_history: /v1/ask's optional "history": [{"question", "answer"}...],
+ * oldest first, into j (owned); 0, or rs holds the error */
+static int ask_history(const json_t *h, dd_job *j, dd_resp *rs)
+{
+    enum { MAX_TURNS = 16, MAX_ANSWER = 16 * 1024 };
+    if (!h) return 0;
+    size_t n = json_array_size(h);
+    if (!json_is_array(h) || n > MAX_TURNS) {
+        dd_error(rs, 400, "bad_field", "field history: an array of at most %d {question, answer} turns", MAX_TURNS);
+        return -1;
+    }
+    if (n && !(j->own_history = calloc(n, sizeof *j->own_history))) {
+        dd_error(rs, 500, "memory", "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = json_array_get(h, i);
+        const char *q = json_string_value(json_object_get(t, "question"));
+        const char *a = json_string_value(json_object_get(t, "answer"));
+        if (!q || !a || strlen(q) > RAG_QUESTION_MAX || strlen(a) > MAX_ANSWER ||
+            !utf8_valid(q, strlen(q)) || !utf8_valid(a, strlen(a))) {
+            dd_error(rs, 400, "bad_field",
+                     "field history[%zu]: {\"question\" (at most %d bytes), \"answer\" (at most %d)} "
+                     "of UTF-8 text", i, RAG_QUESTION_MAX, MAX_ANSWER);
+            return -1;
+        }
+        rag_turn *r = &j->own_history[j->n_own_history];
+        if (!(r->question = strdup(q)) || !(r->answer = strdup(a))) {
+            free((char *)r->question);
+            dd_error(rs, 500, "memory", "out of memory");
+            return -1;
+        }
+        j->n_own_history++;
+    }
+    j->history = j->own_history;
+    j->n_history = j->n_own_history;
+    return 0;
+}
+
 static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
 {
     json_t *o = dd_parse_body(srv, rq, rs);
@@ -582,6 +626,7 @@ static void route_ask(dd_server *srv, const dd_req *rq, dd_resp *rs)
     j->answer_tokens = max_tokens;
     j->temperature = temperature;
     j->timeout_s = timeout_s;
+    if (ask_history(json_object_get(o, "history"), j, rs)) goto done;
     dd_use(srv, DD_USE_STORE, 0, 1);
     int sc = dd_scope(srv, rq, coll, &j->ids, &j->n_ids, rs);
     dd_use(srv, DD_USE_STORE, 0, 0);

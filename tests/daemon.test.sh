@@ -146,6 +146,13 @@ echo "$out" | j '1 if d["answer"] and "citations" in d and d["usage"]["completio
 out=$("$D" ask --socket "$SOCK" "What does AUTOINCREMENT do?" 2> "$T/ask.err")
 { [ -n "$out" ] && grep -q "in docentd" "$T/ask.err"; } && ok "docent ask --socket (streamed, sources, timings)" \
     || bad "ask --socket: $out $(cat "$T/ask.err")"
+# chat through the daemon: the follow-up goes with the earlier turn as history
+out=$(printf 'What does AUTOINCREMENT do?\nDoes it cost anything?\n' | "$D" chat --socket "$SOCK" -q 2> "$T/chat.err")
+{ [ "$(echo "$out" | grep -c "^(searched for: ")" = 1 ] && [ "$(echo "$out" | grep -c .)" -ge 3 ]; } \
+    && ok "docent chat --socket: two turns, the follow-up rewritten ($(echo "$out" | grep "^(searched for"))" \
+    || bad "chat --socket: $out $(cat "$T/chat.err")"
+r=$("${C[@]}" -X POST http://d/v1/ask -d '{"question": "x", "history": [{"question": "a"}]}')
+echo "$r" | grep -q "field history\[0\]" && ok "/v1/ask: a bad history turn is named (400)" || bad "bad history: $r"
 "$D" ask --socket "$T/run/none.sock" "x" 2> "$T/ask.err"; rc=$?
 [ $rc -eq 1 ] && grep -q "is docentd running" "$T/ask.err" && ok "docent ask with no daemon: exit 1, says so" \
     || bad "no daemon: rc $rc $(cat "$T/ask.err")"
