@@ -4,7 +4,8 @@
  * here as a child process, produces each fault on demand (429 then 200,
  * always 500, malformed JSON and SSE, a stream cut or killed mid-answer, a
  * slow first byte, 401, 404 model, embeddings of the wrong count or
- * dimension).  Also: a port nobody listens on, and an unresolvable host
+ * dimension), HTTPS with a self-signed certificate.  Also: a port nobody
+ * listens on, and an unresolvable host
  * (.invalid is reserved, RFC 2606).  Each check names the error code and the
  * words of its message; request counts come from the server's own /stats.
  */
@@ -37,7 +38,15 @@ typedef struct server {
     int port;
 } server;
 
+static int server_start_args(server *s, const char *cert, const char *key);
+
 static int server_start(server *s)
+{
+    return server_start_args(s, NULL, NULL);
+}
+
+/* server_start_args: with cert and key, the server speaks HTTPS */
+static int server_start_args(server *s, const char *cert, const char *key)
 {
     int fd[2];
     if (pipe(fd)) return -1;
@@ -47,7 +56,8 @@ static int server_start(server *s)
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);
-        execlp("python3", "python3", "tests/remote_faults.py", (char *)NULL);
+        if (cert) execlp("python3", "python3", "tests/remote_faults.py", "--tls", cert, key, (char *)NULL);
+        else execlp("python3", "python3", "tests/remote_faults.py", (char *)NULL);
         _exit(127);
     }
     close(fd[1]);
@@ -567,6 +577,60 @@ static void test_count_with_tokenizer(void **state)
     llm_model_close(&local);
 }
 
+/* TLS: a server whose certificate no CA signed is refused by default, and
+ * accepted with that certificate as [remote] ca_file or with verification off */
+static void test_tls(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/docent-tls-XXXXXX", cmd[1024], cert[256], key[256], u[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 "
+             "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1", key, cert);
+    if (system(cmd) != 0) {
+        printf("note: openssl could not make a certificate: the TLS checks are skipped\n");
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        assert_int_equal(system(cmd), 0);
+        return;
+    }
+    server tls = {0};
+    assert_int_equal(server_start_args(&tls, cert, key), 0);
+    snprintf(u, sizeof u, "https://127.0.0.1:%d/ok/v1#fake-chat", tls.port);
+    llm_remote_opts ro = fast();
+    ro.retries = 0;
+    llm_model *m = NULL;
+    doc_err e = {0};
+    sink k = {0};
+    llm_gen_stats st;
+    assert_int_equal(open_remote(u, LLM_DECODER, &ro, &m, &e), 0);
+    int rc = chat(m, &k, &st, &e);
+    buf_free(&k.text);
+    assert_int_equal(rc, DOC_EIO);
+    assert_non_null(strstr(e.msg, "TLS verification failed"));
+    assert_non_null(strstr(e.msg, "ca_file"));
+    llm_model_close(&m);
+    /* the certificate as the CA: verified */
+    ro.ca_file = cert;
+    assert_int_equal(open_remote(u, LLM_DECODER, &ro, &m, &e), 0);
+    assert_int_equal(chat(m, &k, &st, &e), 0);
+    buf_putc(&k.text, 0);
+    assert_string_equal(k.text.data, "Hello world. [1]");
+    buf_free(&k.text);
+    llm_model_close(&m);
+    /* verification off (tls_verify = 0): accepted */
+    ro.ca_file = NULL;
+    ro.tls_insecure = 1;
+    assert_int_equal(open_remote(u, LLM_DECODER, &ro, &m, &e), 0);
+    assert_int_equal(chat(m, &k, &st, &e), 0);
+    buf_free(&k.text);
+    llm_model_close(&m);
+    server_stop(&tls);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -602,6 +666,7 @@ int main(void)
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_concurrency_cap),
         cmocka_unit_test(test_count_with_tokenizer),
+        cmocka_unit_test(test_tls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
