@@ -12,7 +12,10 @@
 #       "remote:EMBEDDER"; `docent search` with the same URL finds the expected
 #       page first; the local embedder on that store is refused (identity).
 #     - a generator URL nobody listens on: exit 1, the message names the URL;
-#     - docent-generator refuses a non-admin key, and gives a plain completion.
+#     - docent-generator refuses a non-admin key, and gives a plain completion;
+#     - a docentd whose remote generator hangs (tests/remote_faults.py "hang")
+#       still serves searches, refuses a second question after queue_timeout_s,
+#       and fails the hung answer after [remote] idle_timeout_s, saying so.
 # (b) llama.cpp's server (llama-cpp-python[server]) serving the default GGUF for
 #     chat, with the docentd peer for embeddings: the same ask.  Only when
 #     `import llama_cpp.server.app` works; with DOCENT_TEST_LONG=1 the server
@@ -142,6 +145,37 @@ DEAD="http://127.0.0.1:$(freeport)/v1"
 out=$("$D" ask --local --data "$T/data" "${O[@]}" -o remote.retries=0 --generator "$DEAD" -c docs "$Q" 2>&1); rc=$?
 [ $rc -eq 1 ] && echo "$out" | grep -q "$DEAD.*cannot connect" && ok "a dead remote: exit 1, '$DEAD ... cannot connect'" \
     || bad "dead remote: rc $rc $out"
+
+# ---- a hung remote does not hold up the daemon's other work ---------------------------
+# a third docentd whose generator is the fault server's "hang" mode (one piece, then nothing)
+python3 "$root/tests/remote_faults.py" > "$T/faults.port" 2> "$T/faults.log" &
+pids+=($!)
+for _ in $(seq 1 50); do [ -s "$T/faults.port" ] && break; sleep 0.1; done
+FPORT=$(head -1 "$T/faults.port")
+HSOCK=$T/run/hung.sock
+"$DD" --socket "$HSOCK" --data "$T/data" "${O[@]}" --generator "http://127.0.0.1:$FPORT/hang/v1#fake-chat" \
+    -o remote.idle_timeout_s=4 -o remote.retries=0 -o daemon.queue_timeout_s=1 > "$T/hung.log" 2>&1 &
+hpid=$!
+pids+=($hpid)
+for _ in $(seq 1 300); do curl -sf --unix-socket "$HSOCK" http://d/healthz > /dev/null 2>&1 && break; sleep 0.1; done
+HC=(curl -s --unix-socket "$HSOCK")
+"${HC[@]}" -X POST http://d/v1/ask -d "{\"question\": \"$Q\", \"collection\": \"docs\"}" > "$T/hung.json" &
+apid=$!
+sleep 1
+t0=$(date +%s.%N)
+n=$("${HC[@]}" -X POST http://d/v1/search -d '{"query": "rowid", "collection": "docs"}' | j 'len(d["results"])')
+ts=$(python3 -c "print(round($(date +%s.%N) - $t0, 2))")
+[ "$n" -ge 1 ] && kill -0 $apid 2>/dev/null && ok "a search is served (${ts}s) while the remote generator hangs" ||
+    bad "search while the remote hangs: $n results, ask done already: $(cat "$T/hung.json")"
+r=$("${HC[@]}" -X POST http://d/v1/ask -d "{\"question\": \"$Q\", \"collection\": \"docs\"}")
+echo "$r" | grep -q '"busy"' && ok "a second question gets 503 busy after queue_timeout_s" || bad "second ask: $r"
+wait $apid
+grep -q "incomplete\|no data\|idle\|timed out\|timeout" "$T/hung.json" &&
+    ok "the hung answer fails after idle_timeout_s, saying so: $(j 'd["error"]["message"][:90]' < "$T/hung.json")" ||
+    bad "hung answer: $(cat "$T/hung.json")"
+[ "$("${HC[@]}" http://d/healthz | j 'd["status"]')" = ok ] && ok "the daemon is fine afterwards" || bad "daemon after the hang"
+kill -TERM $hpid; wait $hpid; rc=$?
+[ $rc -eq 0 ] && ok "it stops with exit 0" || bad "hung-remote daemon exit $rc"
 
 # ---- (b) llama.cpp's server -----------------------------------------------------------
 PY=python3
