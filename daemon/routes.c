@@ -218,7 +218,7 @@ static void route_status(dd_server *srv, const dd_req *rq, dd_resp *rs)
                          "uptime_s", time_now() - srv->started, "models", "embedder",
                          srv->cfg.embedder, "embedder_engine", llm_model_desc(srv->embedder),
                          "generator", srv->cfg.generator, "generator_engine",
-                         llm_model_desc(srv->generator), "collections", arr, "counters", counters,
+                         srv->generator ? llm_model_desc(srv->generator) : "none", "collections", arr, "counters", counters,
                          "caller", "uid", (json_int_t)rq->caller.uid, "gid",
                          (json_int_t)rq->caller.gid, "admin", admin);
     json_t *q = json_object_get(counters, "queue");
@@ -521,17 +521,20 @@ int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs)
     pthread_mutex_lock(&srv->stats);
     srv->producers++;
     pthread_mutex_unlock(&srv->stats);
+    /* once the thread runs it owns j and may free it at any moment (an answer
+     * that fails at once): take the stream before */
+    dd_stream *st = j->stream;
     int rc = pthread_create(&th, &at, fn, j);
     pthread_attr_destroy(&at);
     if (rc) {
         dd_producer_done(srv);
-        dd_stream_release(j->stream);
-        dd_stream_release(j->stream);
+        dd_stream_release(st);
+        dd_stream_release(st);
         j->stream = NULL;
         dd_error(rs, 503, "busy", "could not start the answer");
         return -1;
     }
-    rs->stream = j->stream; /* the server's reference */
+    rs->stream = st; /* the server's reference */
     return 0;
 }
 
