@@ -263,6 +263,9 @@ void dd_job_free(dd_job *j);
  * j->stream (which must hold both references); on success rs->stream takes
  * the server's reference and the thread owns j; else rs holds a 503. */
 int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs);
+/* dd_start_producer: fn(arg) on a detached thread that main waits for at
+ * shutdown (it must end with dd_producer_done); -1 when it could not start */
+int dd_start_producer(dd_server *srv, void *(*fn)(void *), void *arg);
 /* dd_producer_done: a producer thread's last call (main waits for them) */
 void dd_producer_done(dd_server *srv);
 

@@ -512,7 +512,7 @@ void dd_job_free(dd_job *j)
     free(j);
 }
 
-int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs)
+int dd_start_producer(dd_server *srv, void *(*fn)(void *), void *arg)
 {
     pthread_t th;
     pthread_attr_t at;
@@ -521,13 +521,18 @@ int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs)
     pthread_mutex_lock(&srv->stats);
     srv->producers++;
     pthread_mutex_unlock(&srv->stats);
+    int rc = pthread_create(&th, &at, fn, arg);
+    pthread_attr_destroy(&at);
+    if (rc) dd_producer_done(srv);
+    return rc ? -1 : 0;
+}
+
+int dd_spawn(dd_server *srv, void *(*fn)(void *), dd_job *j, dd_resp *rs)
+{
     /* once the thread runs it owns j and may free it at any moment (an answer
      * that fails at once): take the stream before */
     dd_stream *st = j->stream;
-    int rc = pthread_create(&th, &at, fn, j);
-    pthread_attr_destroy(&at);
-    if (rc) {
-        dd_producer_done(srv);
+    if (dd_start_producer(srv, fn, j)) {
         dd_stream_release(st);
         dd_stream_release(st);
         j->stream = NULL;

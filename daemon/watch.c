@@ -138,21 +138,9 @@ int dd_watch_start(dd_server *srv, doc_err *err)
 {
     int rc = dd_watch_check(srv, err);
     if (rc) return rc;
-    for (int i = 0; i < srv->n_watches; i++) {
-        pthread_t th;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        pthread_mutex_lock(&srv->stats);
-        srv->producers++;
-        pthread_mutex_unlock(&srv->stats);
-        int crc = pthread_create(&th, &at, watch_thread, &srv->watches[i]);
-        pthread_attr_destroy(&at);
-        if (crc) {
-            dd_producer_done(srv);
+    for (int i = 0; i < srv->n_watches; i++)
+        if (dd_start_producer(srv, watch_thread, &srv->watches[i]))
             return doc_errf(err, DOC_EIO, "watch %s: could not start a thread", srv->watches[i].path);
-        }
-    }
     return DOC_OK;
 }
 
