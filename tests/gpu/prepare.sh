@@ -10,6 +10,7 @@
 #               backend they load from their own folder
 #   .gpu/lib/   the shared libraries they need beyond glibc, libstdc++ and CUDA
 #   .gpu/minilm-int8/  all-MiniLM-L6-v2 packed by pack_minilm.py (~23 MB)
+# (.gpu/ is in .gitignore)
 # and prints the size and the device call to make.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +34,5 @@ if [ -d models/all-minilm-l6-v2 ]; then
 else
     echo "prepare.sh: models/all-minilm-l6-v2 missing (make models): the encoder checks will be skipped" >&2
 fi
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 du -sh .gpu
 echo "now: device run, carry [\".gpu\"], command: make gpu-check, timeout_s 600 (or: bash tests/gpu/check.sh)"
