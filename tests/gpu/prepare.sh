@@ -10,8 +10,7 @@
 #               backend they load from their own folder
 #   .gpu/lib/   the shared libraries they need beyond glibc, libstdc++ and CUDA
 #   .gpu/minilm-int8/  all-MiniLM-L6-v2 packed by pack_minilm.py (~23 MB)
-# (.gpu/ is in .gitignore)
-# and prints the size and the device call to make.
+# and prints the size and the device call to make.  (.gpu/ is in .gitignore.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
