@@ -57,67 +57,10 @@ static int stream_out(void *ud, const char *text, size_t len)
     return cli_stop;
 }
 
-static const char *not_found_name(int n)
-{
-    return n == RAG_NOT_FOUND_WEAK ? "weak evidence" : n == RAG_NOT_FOUND_MODEL ? "model" : NULL;
-}
-
+/* answer_json: rag's answer object with the models used (as docentd sends it) */
 static json_t *answer_json(const rag_answer *r, const common *a)
 {
-    json_t *o = json_object(), *cites = json_array(), *dropped = json_array(), *flagged = json_array();
-    json_object_set_new(o, "answer", json_string(r->text ? r->text : ""));
-    json_object_set_new(o, "query", json_string(r->query ? r->query : ""));
-    for (int i = 0; i < r->n_passages; i++) {
-        const rag_passage *p = &r->passages[i];
-        if (p->cited) {
-            json_t *c = json_object();
-            json_object_set_new(c, "n", json_integer(p->n));
-            json_object_set_new(c, "document_id", json_integer(p->doc_id));
-            json_object_set_new(c, "uri", json_string(p->uri));
-            json_object_set_new(c, "title", json_string(p->title));
-            json_object_set_new(c, "heading", json_string(p->heading));
-            json_object_set_new(c, "collection", json_string(p->collection));
-            json_object_set_new(c, "page", p->page > 0 ? json_integer(p->page) : json_null());
-            json_object_set_new(c, "lines", p->line_start > 0
-                                                ? json_pack("[ii]", p->line_start, p->line_end)
-                                                : json_null());
-            json_object_set_new(c, "snippet", json_string(p->snippet ? p->snippet : ""));
-            json_object_set_new(c, "score", json_real(p->score));
-            json_array_append_new(cites, c);
-        }
-        if (p->dropped)
-            json_array_append_new(dropped, json_pack("{s:s,s:s,s:i,s:s}", "uri", p->uri, "heading",
-                                                     p->heading, "tokens", p->n_tokens, "reason",
-                                                     "token budget"));
-        if (p->injection)
-            json_array_append_new(flagged, json_pack("{s:s,s:i,s:b}", "uri", p->uri, "kinds",
-                                                     (int)p->injection, "withheld", p->n_masked > 0));
-    }
-    json_object_set_new(o, "citations", cites);
-    json_object_set_new(o, "grounded", json_boolean(r->grounded));
-    json_object_set_new(o, "refused", json_boolean(r->refused));
-    json_object_set_new(o, "refusal_category",
-                        r->refused ? json_string(r->refusal_category) : json_null());
-    json_object_set_new(o, "not_found", json_boolean(r->not_found != RAG_FOUND));
-    json_object_set_new(o, "not_found_reason",
-                        r->not_found ? json_string(not_found_name(r->not_found)) : json_null());
-    json_object_set_new(o, "unsupported_sentences", json_integer(r->n_unsupported));
-    json_object_set_new(o, "invalid_markers_removed", json_integer(r->n_invalid_markers));
-    json_object_set_new(o, "redacted", json_integer(r->n_redacted));
-    json_object_set_new(o, "links_stripped", json_integer(r->n_stripped));
-    json_object_set_new(o, "dropped_sources", dropped);
-    json_object_set_new(o, "flagged_sources", flagged);
-    json_object_set_new(o, "sources_given", json_integer(r->n_given));
-    json_object_set_new(o, "stop", json_string(rag_stop_name(r->stop_reason)));
-    const rag_timings *t = &r->t;
-    json_object_set_new(o, "timings",
-                        json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "guard", t->guard,
-                                  "rewrite", t->rewrite, "embed", t->embed, "retrieve", t->retrieve,
-                                  "prompt", t->prompt, "prefill", t->prefill, "decode", t->decode,
-                                  "cite", t->cite, "filter", t->filter, "first_text", t->first_text,
-                                  "total", t->total));
-    json_object_set_new(o, "usage", json_pack("{s:i,s:i}", "prompt_tokens", r->prompt_tokens,
-                                              "completion_tokens", r->answer_tokens));
+    json_t *o = rag_answer_json(r);
     json_object_set_new(o, "models",
                         json_pack("{s:s,s:s}", "embedder", a->cfg.embedder, "generator",
                                   a->gen ? a->cfg.generator : ""));

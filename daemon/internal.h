@@ -230,8 +230,6 @@ int dd_int_field(const json_t *o, const char *key, int lo, int hi, int *out, dd_
 int dd_bool_field(const json_t *o, const char *key, int *out, dd_resp *rs);
 int dd_num_field(const json_t *o, const char *key, double lo, double hi, double *out, dd_resp *rs);
 int dd_scope(dd_server *srv, const dd_req *rq, const char *name, int64_t **ids, int *n, dd_resp *rs);
-/* dd_passages_json: given/dropped passages (cited_only 0) or the citations */
-json_t *dd_passages_json(const rag_passage *p, int n, int cited_only);
 
 /* One answer to produce, for /v1/ask and /v1/chat/completions. */
 typedef struct dd_job {

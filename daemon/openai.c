@@ -135,7 +135,7 @@ static void *chat_thread(void *arg)
         if (src && *src) dd_stream_event(j->stream, NULL, chunk(x, json_pack("{s:s}", "content", src), NULL));
         free(src);
         json_t *last = chunk(x, json_object(), finish_reason(&a));
-        json_object_set_new(last, "citations", dd_passages_json(a.passages, a.n_passages, 1));
+        json_object_set_new(last, "citations", rag_passages_json(a.passages, a.n_passages, 1));
         json_object_set_new(last, "usage", json_pack("{s:i,s:i,s:i}", "prompt_tokens", a.prompt_tokens,
                                                      "completion_tokens", a.answer_tokens,
                                                      "total_tokens", a.prompt_tokens + a.answer_tokens));
@@ -281,7 +281,7 @@ void dd_route_chat(dd_server *srv, const dd_req *rq, dd_resp *rs)
             content.data ? content.data : "", "finish_reason", finish_reason(&a), "usage",
             "prompt_tokens", a.prompt_tokens, "completion_tokens", a.answer_tokens, "total_tokens",
             a.prompt_tokens + a.answer_tokens, "citations",
-            dd_passages_json(a.passages, a.n_passages, 1));
+            rag_passages_json(a.passages, a.n_passages, 1));
         json_object_set_new(rs->json, "grounded", json_boolean(a.grounded));
         json_object_set_new(rs->json, "not_found", json_boolean(a.not_found != RAG_FOUND));
         json_object_set_new(rs->json, "refused", json_boolean(a.refused));

@@ -396,57 +396,13 @@ done:
 
 /* ---- ask ------------------------------------------------------------------- */
 
-json_t *dd_passages_json(const rag_passage *p, int n, int cited_only)
-{
-    json_t *arr = json_array();
-    for (int i = 0; i < n; i++) {
-        if (cited_only && !p[i].cited) continue;
-        if (!cited_only && !p[i].n && !p[i].dropped) continue;
-        json_t *c = json_pack("{s:i,s:I,s:s,s:s,s:s,s:s,s:o,s:o,s:f}", "n", p[i].n, "document_id",
-                              (json_int_t)p[i].doc_id, "uri", p[i].uri, "title", p[i].title,
-                              "heading", p[i].heading, "collection", p[i].collection, "page",
-                              p[i].page > 0 ? json_integer(p[i].page) : json_null(), "lines",
-                              lines_json(p[i].line_start, p[i].line_end), "score", p[i].score);
-        if (cited_only) json_object_set_new(c, "snippet", json_string(p[i].snippet ? p[i].snippet : ""));
-        else {
-            json_object_set_new(c, "dropped", json_boolean(p[i].dropped));
-            json_object_set_new(c, "flagged", json_boolean(p[i].injection != 0));
-        }
-        json_array_append_new(arr, c);
-    }
-    return arr;
-}
-
+/* answer_json: rag's answer object, with the wait for a generator and the models */
 static json_t *answer_json(const rag_answer *a, const dd_job *j)
 {
-    json_t *dropped = json_array(), *flagged = json_array();
-    for (int i = 0; i < a->n_passages; i++) {
-        const rag_passage *p = &a->passages[i];
-        if (p->dropped)
-            json_array_append_new(dropped, json_pack("{s:s,s:s,s:i,s:s}", "uri", p->uri, "heading",
-                                                     p->heading, "tokens", p->n_tokens, "reason",
-                                                     "token budget"));
-        if (p->injection)
-            json_array_append_new(flagged, json_pack("{s:s,s:i,s:b}", "uri", p->uri, "kinds",
-                                                     (int)p->injection, "withheld", p->n_masked > 0));
-    }
-    const rag_timings *t = &a->t;
-    json_t *o = json_pack(
-        "{s:s,s:s,s:o,s:b,s:b,s:o,s:b,s:i,s:i,s:o,s:o,s:i,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},"
-        "s:{s:i,s:i}}",
-        "answer", a->text ? a->text : "", "query", a->query ? a->query : "", "citations",
-        dd_passages_json(a->passages, a->n_passages, 1), "grounded", a->grounded, "refused",
-        a->refused, "refusal_category", a->refused ? json_string(a->refusal_category) : json_null(),
-        "not_found", a->not_found != RAG_FOUND, "unsupported_sentences", a->n_unsupported,
-        "redacted", a->n_redacted, "dropped_sources", dropped, "flagged_sources", flagged,
-        "sources_given", a->n_given, "timings", "guard", t->guard, "rewrite", t->rewrite, "embed",
-        t->embed, "retrieve", t->retrieve, "prompt", t->prompt, "prefill", t->prefill, "decode",
-        t->decode, "cite", t->cite, "filter", t->filter, "first_text", t->first_text, "total",
-        t->total, "usage", "prompt_tokens", a->prompt_tokens, "completion_tokens", a->answer_tokens);
-    if (o) {
-        json_object_set_new(o, "stop", json_string(rag_stop_name(a->stop_reason)));
-        json_object_set_new(json_object_get(o, "timings"), "queue", json_real(j->queued_s));
-    }
+    json_t *o = rag_answer_json(a);
+    json_object_set_new(json_object_get(o, "timings"), "queue", json_real(j->queued_s));
+    json_object_set_new(o, "models", json_pack("{s:s,s:s}", "embedder", j->srv->cfg.embedder,
+                                               "generator", j->srv->cfg.generator));
     return o;
 }
 
@@ -463,7 +419,7 @@ static int job_text(void *ud, const char *text, size_t len)
 static void job_sources(void *ud, const struct rag_passage *p, int n)
 {
     dd_job *j = ud;
-    if (j->stream) dd_stream_event(j->stream, "sources", json_pack("{s:o}", "sources", dd_passages_json(p, n, 0)));
+    if (j->stream) dd_stream_event(j->stream, "sources", json_pack("{s:o}", "sources", rag_passages_json(p, n, 0)));
 }
 
 int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
@@ -558,7 +514,7 @@ static void *ask_thread(void *arg)
     int rc = dd_run_ask(j, &a, &e);
     if (rc == DOC_OK) {
         dd_stream_event(j->stream, "citations", json_pack("{s:o}", "citations",
-                                                          dd_passages_json(a.passages, a.n_passages, 1)));
+                                                          rag_passages_json(a.passages, a.n_passages, 1)));
         dd_stream_event(j->stream, "done", answer_json(&a, j));
     } else if (rc != DOC_ECANCELLED) {
         dd_stream_event(j->stream, "error", json_pack("{s:s}", "message", e.msg));

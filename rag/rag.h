@@ -22,6 +22,7 @@
 
 #include "core/config.h"
 #include "core/core.h"
+#include "core/json.h"
 #include "index/index.h"
 #include "llm/llm.h"
 #include "prompts/prompts.h"
@@ -321,6 +322,16 @@ typedef struct rag_answer {
 enum { RAG_QUESTION_MAX = 4096 };
 int rag_answer_question(const rag_env *env, const rag_request *rq, rag_answer *a, doc_err *err);
 void rag_answer_free(rag_answer *a);
+
+/* rag_answer_json: the answer as docent prints it (ask --json) and docentd
+ * sends it: answer, query, citations, grounded, refused (+category),
+ * not_found (+reason), unsupported_sentences, invalid_markers_removed,
+ * redacted, links_stripped, dropped_sources, flagged_sources, sources_given,
+ * stop, timings, usage (answer_json.c; caller decrefs) */
+json_t *rag_answer_json(const rag_answer *a);
+/* rag_passages_json: the cited passages with their snippets (cited_only 1), or
+ * the passages given or dropped with those flags (cited_only 0) */
+json_t *rag_passages_json(const rag_passage *p, int n, int cited_only);
 
 /* rag_strip_echo: append raw[0..n) to out without what a small model echoes
  * from the prompt's format or invents around it: <source ...> / </source>

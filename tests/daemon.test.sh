@@ -143,6 +143,14 @@ echo "$out" | grep -q "alpha .* 3 documents" && ok "docent status --socket" || b
 out=$(DOCENT_SOCKET=$SOCK "$D" ask --json "What does AUTOINCREMENT do?")
 echo "$out" | j '1 if d["answer"] and "citations" in d and d["usage"]["completion_tokens"] > 0 else 0' | grep -q 1 \
     && ok "docent ask --json via DOCENT_SOCKET" || bad "ask via socket: $out"
+# the same fields in-process and through the daemon (timings.queue is the daemon's own)
+loc=$("$D" ask --json --local --data "$T/data" "${O[@]}" -c alpha "What does AUTOINCREMENT do?" 2>/dev/null)
+python3 - "$out" "$loc" <<'EOF' && ok "ask --json: the same fields in-process and through docentd" || bad "ask --json fields differ"
+import json, sys
+d, l = (json.loads(x) for x in sys.argv[1:])
+assert list(d) == list(l), (list(d), list(l))
+assert set(d["timings"]) - set(l["timings"]) == {"queue"}, (d["timings"], l["timings"])
+EOF
 out=$("$D" ask --socket "$SOCK" "What does AUTOINCREMENT do?" 2> "$T/ask.err")
 { [ -n "$out" ] && grep -q "in docentd" "$T/ask.err"; } && ok "docent ask --socket (streamed, sources, timings)" \
     || bad "ask --socket: $out $(cat "$T/ask.err")"
