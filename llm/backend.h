@@ -106,6 +106,16 @@ typedef struct llm_backend_i {
     /* sync: wait for queued work; returns a deferred device error if any. */
     int (*sync)(llm_backend *be, doc_err *err);
     void (*destroy)(llm_backend *be);
+
+    /* ---- optional ops (NULL: the caller composes the required ones) ---- */
+    /* attention for a decode step of n sequences, one query each: q (n, h, hd);
+     * row i attends over kc[i], vc[i] (c, g, hd) at positions 0..pos[i], its
+     * own new key and value already written at pos[i]; out (n, h*hd).  kc, vc
+     * and pos are host arrays (of backend pointers).  Equal to n calls of
+     * attn_causal(1 query, pos0 = pos[i]), in one launch. */
+    void (*attn_decode)(llm_backend *be, float *out, const float *q, const float *const *kc,
+                        const float *const *vc, const int32_t *pos, int n, int h, int g, int hd,
+                        float scale);
 } llm_backend_i;
 
 struct llm_backend {

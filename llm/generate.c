@@ -141,8 +141,10 @@ static int beam_search(llm_model *m, llm_session *root, const float *root_logits
         goto done;
     }
     for (int i = 0; i < B; i++) {
-        if ((rc = session_new_n(m, ctx, &cur[i].sess, err)) || (rc = session_new_n(m, ctx, &nxt[i].sess, err)))
-            goto done;
+        batch_exec(m, 1);
+        if (!(rc = session_new_n(m, ctx, &cur[i].sess, err))) rc = session_new_n(m, ctx, &nxt[i].sess, err);
+        batch_exec(m, 0);
+        if (rc) goto done;
         cur[i].toks = malloc((size_t)(maxt + 1) * sizeof(int32_t));
         nxt[i].toks = malloc((size_t)(maxt + 1) * sizeof(int32_t));
         cur[i].logits = malloc((size_t)nv * sizeof(float));
@@ -152,7 +154,9 @@ static int beam_search(llm_model *m, llm_session *root, const float *root_logits
             goto done;
         }
     }
+    batch_exec(m, 1);
     llm_session_copy(cur[0].sess, root);
+    batch_exec(m, 0);
     memcpy(cur[0].logits, root_logits, (size_t)nv * sizeof(float));
     int alive = 1; /* beams in use */
     for (int step = 0; step < maxt; step++) {
@@ -202,8 +206,11 @@ static int beam_search(llm_model *m, llm_session *root, const float *root_logits
                 continue;
             }
             q->toks[q->n++] = t;
+            batch_exec(m, 1);
             llm_session_copy(q->sess, p->sess);
-            if ((rc = llm_session_eval(q->sess, &t, 1, 0, q->logits, err))) goto done;
+            rc = llm_session_eval(q->sess, &t, 1, 0, q->logits, err);
+            batch_exec(m, 0);
+            if (rc) goto done;
             st->n_gen++;
         }
         for (int i = 0; i < nb; i++) { /* swap generations */
@@ -225,6 +232,7 @@ static int beam_search(llm_model *m, llm_session *root, const float *root_logits
     for (int i = 0; i < cur[best].n && !e->cancelled; i++)
         if (push_token(m, e, cur[best].toks[i])) break;
 done:
+    batch_exec(m, 1);
     for (int i = 0; i < B; i++) {
         if (cur) {
             llm_session_free(&cur[i].sess);
@@ -237,6 +245,7 @@ done:
             free(nxt[i].logits);
         }
     }
+    batch_exec(m, 0);
     free(cur);
     free(nxt);
     free(cands);
@@ -253,7 +262,7 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
     if (s_in) s = *s_in;
     else llm_sampling_default(&s);
     llm_gen_stats st = {0};
-    int rc = DOC_OK, n = 0;
+    int rc = DOC_OK, n = 0, joined = 0;
     int32_t *ids = NULL;
     float *logits = NULL;
     llm_session *sess = NULL;
@@ -293,7 +302,10 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
     }
     st.n_prompt = n;
     int ctx = n + (s.max_tokens > 0 ? s.max_tokens : 1);
-    if ((rc = session_new_n(m, ctx, &sess, err))) goto done;
+    batch_exec(m, 1);
+    rc = session_new_n(m, ctx, &sess, err);
+    batch_exec(m, 0);
+    if (rc) goto done;
     logits = malloc((size_t)m->hp.n_vocab * sizeof *logits);
     if (!logits || sampler_new(&s, m->hp.n_vocab, &smp)) {
         rc = doc_errf(err, DOC_ENOMEM, "out of memory");
@@ -301,13 +313,15 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
     }
     for (int i = 0; i < n; i++) sampler_accept(smp, ids[i]);
     double t0 = time_now();
-    if ((rc = llm_session_eval(sess, ids, n, 0, logits, err))) goto done;
+    if ((rc = batch_prefill(m, sess, ids, n, logits, err))) goto done;
     double t1 = time_now();
     st.t_prompt = t1 - t0;
     if (s.n_beams > 1) {
         rc = beam_search(m, sess, logits, &s, n, &e, &st, err);
     } else {
         st.stop_reason = LLM_STOP_LENGTH;
+        batch_join(m, 1);
+        joined = 1;
         for (int i = 0; i < s.max_tokens; i++) {
             int32_t id = sampler_pick(smp, logits);
             if (is_eog(m, id)) {
@@ -322,7 +336,7 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
                 st.stop_reason = LLM_STOP_CONTEXT;
                 break;
             }
-            if ((rc = llm_session_eval(sess, &id, 1, 0, logits, err))) goto done;
+            if ((rc = batch_decode(m, sess, id, logits, err))) goto done;
         }
     }
     st.t_gen = time_now() - t1;
@@ -330,10 +344,13 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
     if (e.cancelled && !e.stopped) st.stop_reason = LLM_STOP_CANCELLED;
     emitter_flush(&e);
 done:
+    if (joined) batch_join(m, 0);
     if (st_out) *st_out = st;
     buf_free(&e.pending);
     sampler_free(&smp);
+    batch_exec(m, 1);
     llm_session_free(&sess);
+    batch_exec(m, 0);
     free(logits);
     free(ids);
     return rc;

@@ -200,6 +200,97 @@ static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
     s->pos += n;
 }
 
+/*
+ * One decode step for n sessions of one model at once (continuous batching):
+ * token ids[i] is appended to ss[i].  The n rows share every weight matmul;
+ * rope takes each row's own position, and each row attends over its own
+ * session's cache.  ss[0]'s activation buffers hold the batch (n <= UBATCH);
+ * its FFN buffers hold the new keys and values until they are copied into
+ * the caches (they are free then, and n * g*hd <= UBATCH * ff is checked).
+ */
+static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
+{
+    llm_session *s = ss[0];
+    llm_model *m = s->m;
+    llm_backend *be = m->be;
+    const llm_backend_i *op = be->i;
+    const llm_hparams *hp = &m->hp;
+    const int d = hp->d, h = hp->n_head, g = hp->n_head_kv, hd = hp->head_dim;
+    const size_t kvd = (size_t)g * hd, qd = (size_t)h * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *kn = s->hb, *vn = s->hb2; /* (n, g*hd) */
+    float *kcs[UBATCH], *vcs[UBATCH]; /* each row's cache of the layer */
+    for (int i = 0; i < n; i++) s->posv[i] = ss[i]->pos;
+
+    op->get_rows(be, s->x, &m->tok_embd, ids, n);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const llm_layer *L = &m->layers[l];
+        op->rmsnorm(be, s->xb, s->x, L->attn_norm, n, d, hp->norm_eps);
+        op->matmul(be, s->q, s->xb, &L->wq, L->bq, n);
+        op->matmul(be, kn, s->xb, &L->wk, L->bk, n);
+        op->matmul(be, vn, s->xb, &L->wv, L->bv, n);
+        op->rope(be, s->q, n, h, hd, s->posv, hp->rope_theta, hp->rope_neox);
+        op->rope(be, kn, n, g, hd, s->posv, hp->rope_theta, hp->rope_neox);
+        for (int i = 0; i < n; i++) {
+            llm_session *t = ss[i];
+            size_t layer = (size_t)l * t->n_ctx * kvd;
+            kcs[i] = t->kc + layer;
+            vcs[i] = t->vc + layer;
+            op->copy(be, kcs[i] + (size_t)t->pos * kvd, kn + i * kvd, kvd);
+            op->copy(be, vcs[i] + (size_t)t->pos * kvd, vn + i * kvd, kvd);
+        }
+        if (op->attn_decode)
+            op->attn_decode(be, s->att, s->q, (const float *const *)kcs, (const float *const *)vcs,
+                            s->posv, n, h, g, hd, scale);
+        else
+            for (int i = 0; i < n; i++)
+                op->attn_causal(be, s->att + i * qd, s->q + i * qd, kcs[i], vcs[i], 1, s->posv[i], h,
+                                g, hd, scale);
+        op->matmul(be, s->xb, s->att, &L->wo, NULL, n);
+        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+        op->rmsnorm(be, s->xb, s->x, L->ffn_norm, n, d, hp->norm_eps);
+        op->matmul(be, s->hb, s->xb, &L->w_gate, NULL, n);
+        op->matmul(be, s->hb2, s->xb, &L->w_up, NULL, n);
+        op->swiglu(be, s->hb, s->hb, s->hb2, (size_t)n * hp->n_ff);
+        op->matmul(be, s->xb, s->hb, &L->w_down, NULL, n);
+        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+    }
+    op->rmsnorm(be, s->xb, s->x, m->out_norm, n, d, hp->norm_eps);
+    op->matmul(be, s->logits, s->xb, &m->output, NULL, n); /* (n, vocab) */
+    for (int i = 0; i < n; i++) ss[i]->pos++;
+}
+
+int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
+                      doc_err *err)
+{
+    if (n <= 0 || n > UBATCH)
+        return doc_errf(err, DOC_EINVAL, "a decode step takes 1 to %d sessions, not %d", UBATCH, n);
+    llm_model *m = ss[0]->m;
+    const llm_hparams *hp = &m->hp;
+    if ((size_t)n * hp->n_head_kv * hp->head_dim > (size_t)UBATCH * hp->n_ff)
+        return doc_errf(err, DOC_EUNSUPPORTED, "%s: kv width %d exceeds the ffn width %d",
+                        m->src.path, hp->n_head_kv * hp->head_dim, hp->n_ff);
+    for (int i = 0; i < n; i++) {
+        if (ss[i]->m != m)
+            return doc_errf(err, DOC_EINVAL, "decode step: session %d belongs to another model", i);
+        for (int j = 0; j < i; j++)
+            if (ss[j] == ss[i])
+                return doc_errf(err, DOC_EINVAL, "decode step: session %d appears twice (%d and %d)",
+                                i, j, i);
+        if (ss[i]->pos >= ss[i]->n_ctx)
+            return doc_errf(err, DOC_ELIMIT, "decode step: session %d is full (%d positions)", i,
+                            ss[i]->n_ctx);
+        if (ids[i] < 0 || ids[i] >= hp->n_vocab)
+            return doc_errf(err, DOC_EINVAL, "token id %d at %d is outside the vocabulary (%d)",
+                            ids[i], i, hp->n_vocab);
+    }
+    llm_backend *be = m->be;
+    forward_step(ss, ids, n);
+    int rc = be->i->download(be, logits, ss[0]->logits, (size_t)n * hp->n_vocab);
+    if (rc) return doc_errf(err, rc, "logits download failed");
+    return be->i->sync(be, err);
+}
+
 int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *logits,
                      doc_err *err)
 {

@@ -4,7 +4,8 @@
  * A model is opened from a GGUF file or a Hugging Face directory and is either
  * an encoder (BERT family: embeddings) or a decoder (llama family: text
  * generation).  One model may be used from one thread at a time; open a second
- * model (the mapping is shared by the OS) for parallel use.
+ * model (the mapping is shared by the OS) for parallel use, or let several
+ * threads generate on one decoder with llm_model_set_parallel.
  */
 #ifndef DOCENT_LLM_H
 #define DOCENT_LLM_H
@@ -71,6 +72,18 @@ void llm_model_close(llm_model **m);
 struct doc_config;
 void llm_opts_from_config(const struct doc_config *c, int want_kind, llm_opts *o,
                           llm_remote_opts *ro);
+
+/* llm_model_set_parallel: let up to n threads (1..64) generate on this local
+ * decoder at once (llm_generate, llm_generate_chat; tokenizing, rendering
+ * and counting are always safe to share).  Their decode steps run together
+ * as one batch (llm_sessions_step): continuous batching, each sequence
+ * joining after its prefill and leaving when it ends.  Call once, before
+ * sharing the model; a no-op for remote models, which take concurrent calls
+ * anyway.  Sessions and embeddings stay one-thread-at-a-time calls. */
+int llm_model_set_parallel(llm_model *m, int n, doc_err *err);
+/* llm_model_batch_stats: decode steps run and tokens they produced since
+ * llm_model_set_parallel (tokens / steps is the mean batch); 0 without it. */
+void llm_model_batch_stats(const llm_model *m, uint64_t *steps, uint64_t *tokens);
 
 /* llm_model_is_remote: 1 for a model opened from a URL. */
 int llm_model_is_remote(const llm_model *m);
@@ -185,6 +198,13 @@ int llm_session_new(llm_model *m, llm_session **out, doc_err *err);
 void llm_session_free(llm_session **s);
 int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *logits,
                      doc_err *err);
+/* llm_sessions_step: one decode step for n distinct sessions of one model
+ * (1 <= n <= 256) in a single pass: ids[i] is appended to ss[i] and logits
+ * (n, n_vocab) receives each one's next-token logits.  Equal, up to the
+ * order of float additions, to n calls of llm_session_eval(ss[i], &ids[i], 1,
+ * 0, ...), and far cheaper than them: the weights are read once per step. */
+int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
+                      doc_err *err);
 int llm_session_pos(const llm_session *s);
 void llm_session_reset(llm_session *s);
 /* llm_session_truncate: drop positions >= pos (used by beam search). */

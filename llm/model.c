@@ -510,6 +510,7 @@ void llm_model_close(llm_model **mp)
     llm_model *m = mp ? *mp : NULL;
     if (!m) return;
     if (m->remote) remote_close(m);
+    batch_free(m);
     if (m->be) {
         for (int i = 0; i < m->n_weights; i++) m->be->i->weight_release(m->be, m->weights[i]);
         for (int i = 0; i < m->n_vecs; i++) m->be->i->release(m->be, m->vecs[i]);

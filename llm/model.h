@@ -54,6 +54,7 @@ struct llm_model {
     char desc[256];
     struct llm_remote *remote; /* set for a model opened from a URL (remote.c); then
                                   only kind, n_ctx, batch, desc and src.path are set */
+    struct llm_batcher *batcher; /* llm_model_set_parallel (batch.c), or NULL */
 };
 
 /* bert.c */
@@ -65,6 +66,23 @@ int bert_embed(llm_model *m, const char *const *texts, int n, float *out,
 int llama_load(llm_model *m, doc_err *err);
 /* session_new_n: a session with a cache of n_ctx positions (<= the model's). */
 int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err);
+
+/* batch.c: several threads generating on one decoder.  Without a batcher
+ * (the default) each is the plain single-thread call. */
+typedef struct llm_batcher llm_batcher;
+void batch_free(llm_model *m);
+/* batch_exec: hold (on=1) or release the backend around any other use of it
+ * (session allocation, beam search's evaluations) */
+void batch_exec(llm_model *m, int on);
+/* batch_join: a sequence starts (on=1) or ends (0) its decode steps */
+void batch_join(llm_model *m, int on);
+/* batch_decode: append id to s and write its next-token logits (n_vocab),
+ * in one step with the other sequences waiting */
+int batch_decode(llm_model *m, llm_session *s, int32_t id, float *logits, doc_err *err);
+/* batch_prefill: append a prompt to s (logits for its last token) in chunks,
+ * letting waiting decode steps run between them */
+int batch_prefill(llm_model *m, llm_session *s, const int32_t *ids, int n, float *logits,
+                  doc_err *err);
 
 /* remote.c: models behind an OpenAI-compatible server */
 int remote_is_url(const char *path);

@@ -644,12 +644,15 @@ typedef struct {
     float scale;
     float *scores; /* per thread: span floats */
     int64_t span;
+    const float *const *kcs, *const *vcs; /* attn_decode: each row's cache */
+    const int32_t *pos;
 } attn_job;
 
 /* out_row (hd) = softmax(scale * q . keys) . values over nk keys */
 static void attn_one(cpu_ctx *c, float *o, const float *q, const float *k, const float *v,
                      size_t kstride, int nk, int hd, float scale, float *s)
 {
+    if (nk > 0 && c->k.attn_q1 && c->k.attn_q1(o, q, k, v, kstride, nk, hd, scale, s)) return;
     float mx = -INFINITY;
     for (int t = 0; t < nk; t++) {
         s[t] = scale * c->k.dot_f32(q, k + t * kstride, hd);
@@ -676,6 +679,40 @@ static void causal_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
     }
 }
 
+/* items (row, head) of a decode step, each row over its own cache */
+static void decode_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    attn_job *j = arg;
+    float *s = j->scores + ith * j->span;
+    int grp = j->h / j->g;
+    size_t kstride = (size_t)j->g * j->hd;
+    for (int64_t it = i0; it < i1; it++) {
+        int i = (int)(it / j->h), hh = (int)(it % j->h), kv = hh / grp;
+        size_t off = ((size_t)i * j->h + hh) * j->hd;
+        attn_one(c, j->out + off, j->q + off, j->kcs[i] + kv * j->hd, j->vcs[i] + kv * j->hd, kstride,
+                 j->pos[i] + 1, j->hd, j->scale, s);
+    }
+}
+
+static void cpu_attn_decode(llm_backend *be, float *out, const float *q, const float *const *kc,
+                            const float *const *vc, const int32_t *pos, int n, int h, int g, int hd,
+                            float scale)
+{
+    cpu_ctx *c = ctx_of(be);
+    int maxpos = 0;
+    for (int i = 0; i < n; i++) maxpos = pos[i] > maxpos ? pos[i] : maxpos;
+    attn_job j = {.out = out, .q = q, .n = n, .h = h, .g = g, .hd = hd, .scale = scale,
+                  .kcs = kc, .vcs = vc, .pos = pos};
+    j.span = ((int64_t)maxpos + 1 + 15) & ~15;
+    j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
+    if (!j.scores || g <= 0 || h % g) {
+        if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_decode: heads not a multiple of kv heads");
+        memset(out, 0, (size_t)n * h * hd * sizeof(float));
+        return;
+    }
+    par_for(c, (int64_t)n * h, 1, 2.0 * (maxpos + 1) * hd, decode_items, &j);
+}
+
 /* items (head, chunk of ATTN_CHUNK queries), head-major so the contiguous
  * ranges par_for hands out mix cheap early chunks with dear late ones */
 static void causal_blocks(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
@@ -698,7 +735,7 @@ static void cpu_attn_causal(llm_backend *be, float *out, const float *q, const f
 {
     cpu_ctx *c = ctx_of(be);
     int blocked = n >= ATTN_BLOCK_MIN;
-    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, 0, NULL, scale, NULL, pos0 + n};
+    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, 0, NULL, scale, NULL, pos0 + n, NULL, NULL, NULL};
     j.span = blocked ? (int64_t)cpu_attn_work(pos0 + n, hd) : (j.span + 15) & ~15;
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
     if (!j.scores || g <= 0 || h % g) {
@@ -737,7 +774,7 @@ static void cpu_attn_bidir(llm_backend *be, float *out, const float *q, const fl
                            float scale)
 {
     cpu_ctx *c = ctx_of(be);
-    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, b, lens, scale, NULL, 0};
+    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, b, lens, scale, NULL, 0, NULL, NULL, NULL};
     j.span = (int64_t)cpu_attn_work(t, hd);
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
     if (!j.scores) {
@@ -873,6 +910,7 @@ static const llm_backend_i cpu_iface = {
     .layernorm = cpu_layernorm,
     .rope = cpu_rope,
     .attn_causal = cpu_attn_causal,
+    .attn_decode = cpu_attn_decode,
     .attn_bidir = cpu_attn_bidir,
     .gelu = cpu_gelu,
     .swiglu = cpu_swiglu,

@@ -125,6 +125,11 @@ typedef struct cpu_kern {
     void (*gelu)(float *x, int64_t n);
     void (*swiglu)(float *out, const float *g, const float *u, int64_t n);
     cpu_attn_fn attn; /* attention of one (sequence, head) */
+    /* one query (decode): out (hd) = softmax_j(scale q.k_j) v_j over keys
+     * [0, nk), rows of k and v ldk floats apart; s holds nk floats.  Returns 0
+     * (nothing done) for a head size it has no kernel for; may be NULL. */
+    int (*attn_q1)(float *out, const float *q, const float *k, const float *v, size_t ldk, int nk,
+                   int hd, float scale, float *s);
     /* BF16 GEMM for BF16 weights, or NULL (also cleared at run time on CPUs
      * without AVX512_BF16); see cpu_gemm_bf16_i */
     const struct cpu_gemm_bf16_i *gemm_bf16;

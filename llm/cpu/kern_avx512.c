@@ -230,6 +230,84 @@ static void axpy512(float a, const float *x, float *y, int64_t n)
     }
 }
 
+/* ---- decode attention: one query ------------------------------------------- */
+
+/* element j of the result = the sum of p[j]'s 16 lanes: pairs within 128-bit
+ * lanes (unpack), then quads (shuffle), then across the four 128-bit lanes */
+static inline __m512 hsum16x16(const __m512 *p)
+{
+    __m512 a[8], b[4];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(p[2 * i], p[2 * i + 1]),
+                             _mm512_unpackhi_ps(p[2 * i], p[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));
+    __m512 x01 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88), _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+    __m512 x23 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88), _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x01, x23, 0x88), _mm512_shuffle_f32x4(x01, x23, 0xDD));
+}
+
+/* NV = hd / 16 vectors per row.  Scores 16 keys at a time with the query in
+ * registers (one horizontal-sum tree per 16 keys), softmax, then P.V with the
+ * output row in registers while value rows stream by. */
+static inline __attribute__((always_inline)) void
+attn_q1_nv(int NV, float *out, const float *q, const float *k, const float *v, size_t ldk, int nk,
+           float scale, float *s)
+{
+    __m512 qv[8], o[8];
+#pragma GCC unroll 8
+    for (int e = 0; e < NV; e++) qv[e] = _mm512_loadu_ps(q + 16 * e);
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 16 <= nk; j += 16) {
+        __m512 p[16];
+#pragma GCC unroll 16
+        for (int t = 0; t < 16; t++) {
+            const float *kr = k + (size_t)(j + t) * ldk;
+            __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+#pragma GCC unroll 8
+            for (int e = 1; e < NV; e++) a = _mm512_fmadd_ps(qv[e], _mm512_loadu_ps(kr + 16 * e), a);
+            p[t] = a;
+        }
+        __m512 sc = _mm512_mul_ps(hsum16x16(p), _mm512_set1_ps(scale));
+        _mm512_storeu_ps(s + j, sc);
+        vmax = _mm512_max_ps(vmax, sc);
+    }
+    float mx = _mm512_reduce_max_ps(vmax);
+    for (; j < nk; j++) {
+        const float *kr = k + (size_t)j * ldk;
+        __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        for (int e = 1; e < NV; e++) a = _mm512_fmadd_ps(qv[e], _mm512_loadu_ps(kr + 16 * e), a);
+        s[j] = scale * _mm512_reduce_add_ps(a);
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    float sum = exp_sum(s, s, mx, nk);
+#pragma GCC unroll 8
+    for (int e = 0; e < NV; e++) o[e] = _mm512_setzero_ps();
+    for (j = 0; j < nk; j++) {
+        const float *vr = v + (size_t)j * ldk;
+        __m512 pj = _mm512_set1_ps(s[j]);
+#pragma GCC unroll 8
+        for (int e = 0; e < NV; e++) o[e] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vr + 16 * e), o[e]);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / sum);
+#pragma GCC unroll 8
+    for (int e = 0; e < NV; e++) _mm512_storeu_ps(out + 16 * e, _mm512_mul_ps(o[e], inv));
+}
+
+static int attn_q1_512(float *out, const float *q, const float *k, const float *v, size_t ldk,
+                       int nk, int hd, float scale, float *s)
+{
+    switch (hd) {
+    case 64: attn_q1_nv(4, out, q, k, v, ldk, nk, scale, s); return 1;
+    case 128: attn_q1_nv(8, out, q, k, v, ldk, nk, scale, s); return 1;
+    default: return 0;
+    }
+}
+
 /* ---- activation quantizers ------------------------------------------------ */
 
 static void quant_q8_1_512(const float *x, block_q8_1 *q, int64_t k)
@@ -283,6 +361,7 @@ const cpu_kern cpu_kern_avx512 = {
     .gelu = cpu_gelu_avx512,
     .swiglu = swiglu,
     .attn = cpu_attn_avx512,
+    .attn_q1 = attn_q1_512,
     .gemm_bf16 = &cpu_gemm_bf16_avx512,
     .layernorm = cpu_layernorm_avx512,
 };

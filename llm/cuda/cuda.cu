@@ -839,6 +839,7 @@ static const llm_backend_i cu_iface = {
     cu_softmax,
     cu_sync,
     cu_destroy,
+    NULL, /* attn_decode: llama.c runs attn_causal per sequence */
 };
 
 /* docent_cuda_backend_new: the entry point llm_cuda_backend_new (llm/model.c)

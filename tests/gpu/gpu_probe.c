@@ -13,6 +13,12 @@
  *       REPS times after one warm-up; prints the best and mean seconds.
  *   gpu_probe embed MODEL BACKEND TEXTS_FILE BATCH OUT
  *       one text per line; writes (n, dim) embeddings to OUT and the time.
+ *   gpu_probe batch MODEL BACKEND B STEPS
+ *       continuous batching: B sessions, each a different 32-token prompt,
+ *       then STEPS decode steps of all B at once (llm_sessions_step, greedy);
+ *       the first step's logits of sessions 0 and B-1 are checked against the
+ *       same sessions evaluated alone; prints {"batch", "step_s", "tok_s",
+ *       "maxdiff_rel"} (max |batched - alone| / logit range).
  *   gpu_probe copybw BACKEND MIB REPS
  *       device-to-device copy through the backend's copy op; bytes read +
  *       written per second.
@@ -95,6 +101,65 @@ static int cmd_decode(char **a)
     llm_model_close(&m);
     free(lg);
     free(ids);
+    return 0;
+}
+
+static int cmd_batch(char **a)
+{
+    doc_err err = {0};
+    llm_model *m = NULL;
+    int B = atoi(a[2]), steps = atoi(a[3]);
+    if (B < 1 || B > 256 || steps < 2) return die("B must be 1..256 and STEPS at least 2", NULL);
+    if (open_model(a[0], a[1], 32 + steps + 8, 0, &m, &err)) return die("open", &err);
+    int nv = llm_n_vocab(m);
+    llm_session **ss = calloc((size_t)B, sizeof *ss), *alone[2] = {NULL, NULL};
+    int32_t *ids = malloc((size_t)B * sizeof *ids), prompt[32];
+    float *lg = malloc((size_t)B * nv * sizeof *lg), *one = malloc((size_t)nv * sizeof *one);
+    if (!ss || !ids || !lg || !one) return die("out of memory", NULL);
+    for (int i = 0; i < B; i++) {
+        for (int t = 0; t < 32; t++) prompt[t] = (int32_t)((i * 131 + t * 17) % 1000 + 10);
+        if (llm_session_new(m, &ss[i], &err) || llm_session_eval(ss[i], prompt, 32, 0, one, &err))
+            return die("prefill", &err);
+        ids[i] = argmax(one, nv);
+        if (i == 0 || i == B - 1) {
+            llm_session **s1 = &alone[i == 0 ? 0 : 1];
+            if (!*s1 && (llm_session_new(m, s1, &err) || llm_session_copy(*s1, ss[i])))
+                return die("session copy", &err);
+        }
+    }
+    double maxrel = 0, t0 = 0;
+    for (int s = 0; s < steps; s++) {
+        if (s == 1) t0 = now();
+        if (llm_sessions_step(ss, ids, B, lg, &err)) return die("batched step", &err);
+        if (s == 0)
+            for (int k = 0; k < 2; k++) {
+                int row = k == 0 ? 0 : B - 1;
+                if (!alone[k] || (k == 1 && B == 1)) continue;
+                if (llm_session_eval(alone[k], &ids[row], 1, 0, one, &err)) return die("alone", &err);
+                float mn = one[0], mx = one[0];
+                double d = 0;
+                for (int v = 0; v < nv; v++) {
+                    mn = one[v] < mn ? one[v] : mn;
+                    mx = one[v] > mx ? one[v] : mx;
+                    double e = lg[(size_t)row * nv + v] - one[v];
+                    d = e < 0 ? (-e > d ? -e : d) : (e > d ? e : d);
+                }
+                d /= mx > mn ? mx - mn : 1;
+                maxrel = d > maxrel ? d : maxrel;
+            }
+        for (int i = 0; i < B; i++) ids[i] = argmax(lg + (size_t)i * nv, nv);
+    }
+    double dt = (now() - t0) / (steps - 1);
+    printf("{\"batch\": %d, \"step_s\": %.6f, \"tok_s\": %.2f, \"maxdiff_rel\": %.3g}\n", B, dt,
+           B / dt, maxrel);
+    for (int i = 0; i < B; i++) llm_session_free(&ss[i]);
+    llm_session_free(&alone[0]);
+    llm_session_free(&alone[1]);
+    llm_model_close(&m);
+    free(ss);
+    free(ids);
+    free(lg);
+    free(one);
     return 0;
 }
 
@@ -202,9 +267,11 @@ int main(int argc, char **argv)
     if (argc >= 6 && !strcmp(argv[1], "prefill")) return cmd_prefill(argv + 2);
     if (argc >= 7 && !strcmp(argv[1], "embed")) return cmd_embed(argv + 2);
     if (argc >= 5 && !strcmp(argv[1], "copybw")) return cmd_copybw(argv + 2);
+    if (argc >= 6 && !strcmp(argv[1], "batch")) return cmd_batch(argv + 2);
     fprintf(stderr, "usage: gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT\n"
                     "       gpu_probe prefill MODEL BACKEND N REPS\n"
                     "       gpu_probe embed MODEL BACKEND TEXTS_FILE BATCH OUT\n"
-                    "       gpu_probe copybw BACKEND MIB REPS\n");
+                    "       gpu_probe copybw BACKEND MIB REPS\n"
+                    "       gpu_probe batch MODEL BACKEND B STEPS\n");
     return 2;
 }

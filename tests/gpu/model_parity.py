@@ -15,7 +15,10 @@ is made on the spot or carried):
   encoder parity  all-MiniLM-L6-v2 (real weights, carried int8 per row and
                   rebuilt here as f16: see pack_minilm.py) on docent vs
                   sentence-transformers (f32) on the same device, cosine.
-  benchmarks      decode tok/s at batch 1, prefill tok/s (512, 2048), encoder
+  benchmarks      decode tok/s at batch 1, aggregate decode tok/s with 1/8/32/64
+                  sequences per step (continuous batching, each batch's rows
+                  checked against a session stepped alone), prefill tok/s
+                  (512, 2048), encoder
                   chunks/s for 256-token chunks vs sentence-transformers fp16,
                   with the fraction of the measured copy bandwidth / 990 TFLOP/s.
 
@@ -208,6 +211,18 @@ def decoder_case(args, shape, res, bw):
         if r:
             case["decode_tok_s"] = r["decode_tok_s"]
             case["decode_bw_frac"] = r["decode_tok_s"] * wbytes / bw if bw else None
+        # continuous batching: B sequences per decode step; the first step's rows
+        # must equal the same sessions stepped alone
+        for b in ((1, 8) if args.quick else (1, 8, 32, 64)):
+            r = probe(args, "batch", d, args.backend, b, 8 if args.quick else 32)
+            if r:
+                case[f"batch{b}_tok_s"] = r["tok_s"]
+                case["batch_maxdiff_rel"] = max(case.get("batch_maxdiff_rel", 0), r["maxdiff_rel"])
+                if r["maxdiff_rel"] > 1e-3:
+                    fail(f"{shape}: batch {b}: batched logits differ from a session alone by "
+                         f"{r['maxdiff_rel']:.3g} of the range (tolerance 1e-3)")
+        if case.get("batch1_tok_s") and case.get("batch64_tok_s"):
+            case["batch64_speedup"] = case["batch64_tok_s"] / case["batch1_tok_s"]
         half = model.half() if args.device != "cpu" else model
         case["hf_decode_tok_s"] = hf_decode_rate(half, prompt, steps)
         for n in ((64,) if args.quick else (512, 2048)):
@@ -309,6 +324,14 @@ def main():
             c["shape"], g("logits_cos", "%.5f"), "%s/32" % c.get("tokens_same", "-"), g("decode_tok_s"),
             g("hf_decode_tok_s"), g("decode_bw_frac", "%.2f"), g("prefill512_tok_s", "%.0f"),
             g("prefill2048_ms", "%.2f"), g("prefill2048_flop_frac", "%.3f")))
+    log("\n%-14s %10s %10s %10s %10s %9s %12s" % (
+        "decoder", "B=1 t/s", "B=8 t/s", "B=32 t/s", "B=64 t/s", "64 vs 1", "batch diff"))
+    for c in res["decoders"]:
+        def g(k, f="%.0f"):
+            return f % c[k] if c.get(k) is not None else "-"
+        log("%-14s %10s %10s %10s %10s %9s %12s" % (
+            c["shape"], g("batch1_tok_s"), g("batch8_tok_s"), g("batch32_tok_s"), g("batch64_tok_s"),
+            g("batch64_speedup", "%.1fx"), g("batch_maxdiff_rel", "%.2g")))
     if "encoder" in res:
         e = res["encoder"]
         log("encoder minilm: cosine min %s; chunks/s docent %s vs sentence-transformers fp16 %s" % (

@@ -353,16 +353,19 @@ static void test_attn_causal(void **state)
 {
     (void)state;
     uint64_t seed = 17;
-    static const int shapes[][4] = {/* n, pos0, h, g */ {1, 0, 4, 4}, {1, 70, 9, 3},
-                                    {37, 0, 6, 2}, {13, 29, 3, 3}};
-    int hd = 64;
-    for (size_t c = 0; c < 4; c++) {
+    /* one query (decode) takes attn_q1 where a level has it for the head size
+     * (64, 128; 80 has none), with a tail of keys past a multiple of 16 */
+    static const int shapes[][5] = {/* n, pos0, h, g, hd */ {1, 0, 4, 4, 64}, {1, 70, 9, 3, 64},
+                                    {1, 300, 8, 2, 64}, {1, 45, 4, 2, 128}, {1, 20, 2, 1, 80},
+                                    {37, 0, 6, 2, 64}, {13, 29, 3, 3, 64}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         int n = shapes[c][0], pos0 = shapes[c][1], h = shapes[c][2], g = shapes[c][3];
+        int hd = shapes[c][4];
         int ctx = pos0 + n + 5;
         float *q = randv(&seed, (size_t)n * h * hd, 2.0f);
         float *kc = randv(&seed, (size_t)ctx * g * hd, 2.0f), *vc = randv(&seed, (size_t)ctx * g * hd, 1.0f);
         double *ref = malloc((size_t)n * h * hd * sizeof(double));
-        float scale = 1.0f / 8.0f;
+        float scale = 1.0f / sqrtf((float)hd);
         for (int i = 0; i < n; i++)
             for (int hh = 0; hh < h; hh++) {
                 int kv = hh / (h / g);
@@ -390,6 +393,55 @@ static void test_attn_causal(void **state)
         free(q);
         free(kc);
         free(vc);
+        free(ref);
+    }
+}
+
+/* attn_decode: a decode step's rows, each over its own cache and position,
+ * against the float64 reference and bit-equal to attn_causal row by row */
+static void test_attn_decode(void **state)
+{
+    (void)state;
+    uint64_t seed = 23;
+    enum { N = 4, H = 9, G = 3 };
+    static const int pos[N] = {0, 17, 130, 64};
+    for (int hi = 0; hi < 2; hi++) {
+        int hd = hi ? 128 : 64, ctx = 140;
+        size_t kvd = (size_t)G * hd;
+        float *q = randv(&seed, (size_t)N * H * hd, 2.0f), *kc[N], *vc[N];
+        double *ref = malloc((size_t)N * H * hd * sizeof(double));
+        float scale = 1.0f / sqrtf((float)hd);
+        for (int i = 0; i < N; i++) {
+            kc[i] = randv(&seed, (size_t)ctx * kvd, 2.0f);
+            vc[i] = randv(&seed, (size_t)ctx * kvd, 1.0f);
+            for (int hh = 0; hh < H; hh++) {
+                int kv = hh / (H / G);
+                attn_ref(ref + ((size_t)i * H + hh) * hd, q + ((size_t)i * H + hh) * hd, kc[i] + kv * hd,
+                         vc[i] + kv * hd, kvd, pos[i] + 1, hd, scale);
+            }
+        }
+        int32_t p32[N];
+        for (int i = 0; i < N; i++) p32[i] = pos[i];
+        for (int isa = 0; isa < n_levels(); isa++)
+            for (int nth = 1; nth <= 4; nth += 3) {
+                llm_backend *be = make_be(isa, nth);
+                float *out = be->i->alloc(be, (size_t)N * H * hd), *one = be->i->alloc(be, (size_t)H * hd);
+                be->i->attn_decode(be, out, q, (const float *const *)kc, (const float *const *)vc, p32, N, H,
+                                   G, hd, scale);
+                close_or_fail("attn_decode", isa, out, ref, (size_t)N * H * hd, 1e-5, 1e-6);
+                for (int i = 0; i < N; i++) {
+                    be->i->attn_causal(be, one, q + (size_t)i * H * hd, kc[i], vc[i], 1, pos[i], H, G, hd, scale);
+                    assert_memory_equal(one, out + (size_t)i * H * hd, (size_t)H * hd * sizeof(float));
+                }
+                be->i->release(be, out);
+                be->i->release(be, one);
+                llm_backend_free(&be);
+            }
+        for (int i = 0; i < N; i++) {
+            free(kc[i]);
+            free(vc[i]);
+        }
+        free(q);
         free(ref);
     }
 }
@@ -617,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_norms),       cmocka_unit_test(test_rope),
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_attn_causal),
         cmocka_unit_test(test_attn_bidir),  cmocka_unit_test(test_attn_kernels),
+        cmocka_unit_test(test_attn_decode),
         cmocka_unit_test(test_gemm_bf16),   cmocka_unit_test(test_memory_and_errors),
         cmocka_unit_test(test_perf),
     };

@@ -1,0 +1,295 @@
+/*
+ * test_batch.c - continuous batching on the default decoder (SmolLM2-135M
+ * Q4_1): llm_sessions_step against one llm_session_eval per session, and
+ * llm_generate from several threads on one llm_model_set_parallel model
+ * against the same prompts run one at a time.
+ *
+ * Step parity.  Five sessions with prompts of 7 to ~120 tokens are stepped
+ * greedily for 24 steps, once all together and once each on its own.  The
+ * batch joins and loses sessions on the way (one starts late, one stops
+ * early), so positions differ inside a step.  Required: the same greedy
+ * tokens, and logits within 1e-3 of the logit range.  On the CPU the rows
+ * of a batch go through the same per-row arithmetic as a single row, so the
+ * logits come out bit-identical; the tolerance leaves room for a backend
+ * that sums in another order.  DOCENT_TEST_BACKEND picks the backend.
+ *
+ * Threads.  Six prompts are answered greedily, first one after another
+ * (reference), then by six threads at once on a model allowed 4 parallel
+ * sequences, with different max_tokens so sequences leave at different
+ * times, and with one thread cancelling early.  Required: each thread's text
+ * equals its reference text (the cancelled one a prefix of it), and the
+ * batch statistics show steps that served more than one sequence.
+ */
+#include "testutil.h"
+
+#include <math.h>
+#include <pthread.h>
+
+#include "llm/llm.h"
+
+static llm_model *model;
+
+static const char *backend(void)
+{
+    const char *b = getenv("DOCENT_TEST_BACKEND");
+    return b && *b ? b : "cpu";
+}
+
+static int open_model(llm_model **m)
+{
+    char path[512];
+    test_model_path(path, sizeof path, TEST_GGUF);
+    doc_err err = {0};
+    llm_opts o = {.n_threads = 2, .n_ctx = 1024, .backend = backend()};
+    if (llm_model_open(path, &o, m, &err)) {
+        printf("open: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return open_model(&model);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    llm_model_close(&model);
+    return 0;
+}
+
+static const char *const prompts[] = {
+    "The capital of France is",
+    "<|im_start|>user\nWhat does the SQLite VACUUM command do?<|im_end|>\n<|im_start|>assistant\n",
+    "Debian packages are installed with dpkg and apt. To remove a package and its configuration files, run",
+    "<|im_start|>system\nYou answer questions about PostgreSQL from its manual.<|im_end|>\n"
+    "<|im_start|>user\nHow do I create an index concurrently, and what are the caveats when the build "
+    "fails part way through? Explain what state the index is left in, how to find such indexes in the "
+    "catalog, and how to clean them up afterwards.<|im_end|>\n<|im_start|>assistant\n",
+    "1, 2, 3, 4, 5,",
+    "Write a haiku about write-ahead logging:",
+};
+#define NP ((int)(sizeof prompts / sizeof prompts[0]))
+
+static int argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static void test_step_parity(void **state)
+{
+    (void)state;
+    enum { NS = 5, STEPS = 24 };
+    const int nv = llm_n_vocab(model);
+    doc_err err = {0};
+    llm_session *bat[NS], *one[NS];
+    int32_t next_b[NS], next_o[NS];
+    int start[NS] = {0, 0, 0, 6, 0}, stop[NS] = {STEPS, STEPS, 10, STEPS, STEPS};
+    float *lb = malloc((size_t)NS * nv * sizeof(float)), *lo = malloc((size_t)nv * sizeof(float));
+    assert_non_null(lb);
+    assert_non_null(lo);
+    for (int i = 0; i < NS; i++) {
+        int32_t *ids;
+        int n;
+        assert_int_equal(llm_tokenize(model, prompts[i], strlen(prompts[i]), 1, 1, &ids, &n, &err), 0);
+        assert_int_equal(llm_session_new(model, &bat[i], &err), 0);
+        assert_int_equal(llm_session_new(model, &one[i], &err), 0);
+        assert_int_equal(llm_session_eval(bat[i], ids, n, 0, lo, &err), 0);
+        next_b[i] = argmax(lo, nv);
+        assert_int_equal(llm_session_eval(one[i], ids, n, 0, lo, &err), 0);
+        next_o[i] = argmax(lo, nv);
+        assert_int_equal(next_b[i], next_o[i]);
+        free(ids);
+    }
+    double worst = 0;
+    int batched_rows = 0, max_rows = 0;
+    for (int step = 0; step < STEPS; step++) {
+        llm_session *ss[NS];
+        int32_t ids[NS];
+        int who[NS], n = 0;
+        for (int i = 0; i < NS; i++)
+            if (step >= start[i] && step < stop[i]) {
+                ss[n] = bat[i];
+                ids[n] = next_b[i];
+                who[n++] = i;
+            }
+        if (n > max_rows) max_rows = n;
+        batched_rows += n;
+        assert_int_equal(llm_sessions_step(ss, ids, n, lb, &err), 0);
+        for (int r = 0; r < n; r++) {
+            int i = who[r];
+            assert_int_equal(llm_session_eval(one[i], &next_o[i], 1, 0, lo, &err), 0);
+            const float *b = lb + (size_t)r * nv;
+            float mn = lo[0], mx = lo[0];
+            double d = 0;
+            for (int v = 0; v < nv; v++) {
+                mn = lo[v] < mn ? lo[v] : mn;
+                mx = lo[v] > mx ? lo[v] : mx;
+                double e = fabs((double)b[v] - lo[v]);
+                d = e > d ? e : d;
+            }
+            d /= (double)(mx - mn);
+            worst = d > worst ? d : worst;
+            next_b[i] = argmax(b, nv);
+            next_o[i] = argmax(lo, nv);
+            if (next_b[i] != next_o[i])
+                fail_msg("step %d, session %d: batched token %d, alone %d", step, i, next_b[i], next_o[i]);
+            assert_int_equal(llm_session_pos(bat[i]), llm_session_pos(one[i]));
+        }
+    }
+    printf("step parity: %d rows in %d steps (up to %d per step), max |diff|/range %.3g\n",
+           batched_rows, STEPS, max_rows, worst);
+    assert_true(worst <= 1e-3);
+    for (int i = 0; i < NS; i++) {
+        llm_session_free(&bat[i]);
+        llm_session_free(&one[i]);
+    }
+    free(lb);
+    free(lo);
+}
+
+static void test_step_bad_input(void **state)
+{
+    (void)state;
+    doc_err err = {0};
+    llm_session *a, *b, *tiny;
+    float *lg = malloc((size_t)3 * llm_n_vocab(model) * sizeof(float));
+    assert_int_equal(llm_session_new(model, &a, &err), 0);
+    assert_int_equal(llm_session_new(model, &b, &err), 0);
+    llm_session *ss[3] = {a, b, a};
+    int32_t ids[3] = {1, 2, 3};
+    assert_int_equal(llm_sessions_step(ss, ids, 0, lg, &err), DOC_EINVAL);
+    assert_int_equal(llm_sessions_step(ss, ids, 3, lg, &err), DOC_EINVAL);
+    assert_non_null(strstr(err.msg, "twice"));
+    int32_t bad[2] = {1, -5};
+    assert_int_equal(llm_sessions_step(ss, bad, 2, lg, &err), DOC_EINVAL);
+    assert_non_null(strstr(err.msg, "vocabulary"));
+    assert_int_equal(llm_session_pos(a), 0); /* nothing was appended */
+    /* a session of another model */
+    llm_model *other;
+    assert_int_equal(open_model(&other), 0);
+    assert_int_equal(llm_session_new(other, &tiny, &err), 0);
+    llm_session *mixed[2] = {a, tiny};
+    assert_int_equal(llm_sessions_step(mixed, ids, 2, lg, &err), DOC_EINVAL);
+    assert_non_null(strstr(err.msg, "another model"));
+    llm_session_free(&tiny);
+    llm_model_close(&other);
+    assert_int_equal(llm_sessions_step(ss, ids, 2, lg, &err), 0);
+    assert_int_equal(llm_session_pos(a), 1);
+    assert_int_equal(llm_session_pos(b), 1);
+    llm_session_free(&a);
+    llm_session_free(&b);
+    free(lg);
+}
+
+typedef struct {
+    int i, max_tokens, cancel_after;
+    buf text;
+    int chunks, rc;
+    llm_gen_stats st;
+    char msg[sizeof(doc_err)];
+} job;
+
+static int on_text(void *ud, const char *t, size_t n)
+{
+    job *j = ud;
+    if (!n) return 0;
+    buf_append(&j->text, t, n);
+    j->chunks++;
+    return j->cancel_after && j->chunks >= j->cancel_after;
+}
+
+static void run_job(llm_model *m, job *j)
+{
+    llm_sampling s;
+    llm_sampling_default(&s);
+    s.max_tokens = j->max_tokens;
+    buf_init(&j->text, 0);
+    j->chunks = 0;
+    doc_err err = {0};
+    j->rc = llm_generate(m, prompts[j->i], &s, on_text, j, &j->st, &err);
+    snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+}
+
+static llm_model *shared;
+
+static void *thread_main(void *arg)
+{
+    run_job(shared, arg);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    job ref[NP], par[NP];
+    for (int i = 0; i < NP; i++) {
+        ref[i] = (job){.i = i, .max_tokens = 16 + 6 * i};
+        run_job(model, &ref[i]);
+        assert_int_equal(ref[i].rc, 0);
+    }
+    assert_int_equal(open_model(&shared), 0);
+    doc_err err = {0};
+    assert_int_equal(llm_model_set_parallel(shared, 4, &err), 0);
+    assert_int_equal(llm_model_set_parallel(shared, 4, &err), DOC_ESTATE);
+    pthread_t th[NP];
+    for (int i = 0; i < NP; i++) {
+        par[i] = (job){.i = i, .max_tokens = 16 + 6 * i, .cancel_after = i == 2 ? 5 : 0};
+        assert_int_equal(pthread_create(&th[i], NULL, thread_main, &par[i]), 0);
+    }
+    for (int i = 0; i < NP; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NP; i++) {
+        if (par[i].rc) fail_msg("thread %d: %s", i, par[i].msg);
+        const char *r = ref[i].text.data ? ref[i].text.data : "";
+        const char *p = par[i].text.data ? par[i].text.data : "";
+        if (par[i].cancel_after) {
+            assert_int_equal(par[i].st.stop_reason, LLM_STOP_CANCELLED);
+            if (strncmp(r, p, strlen(p)))
+                fail_msg("thread %d (cancelled): \"%s\" is not a prefix of \"%s\"", i, p, r);
+        } else if (strcmp(r, p)) {
+            fail_msg("thread %d: batched \"%s\"\nalone \"%s\"", i, p, r);
+        } else {
+            assert_int_equal(par[i].st.n_gen, ref[i].st.n_gen);
+        }
+    }
+    uint64_t steps, tokens;
+    llm_model_batch_stats(shared, &steps, &tokens);
+    printf("threads: %llu tokens in %llu steps (mean batch %.2f)\n", (unsigned long long)tokens,
+           (unsigned long long)steps, steps ? (double)tokens / steps : 0.0);
+    assert_true(steps > 0);
+    assert_true(tokens > steps); /* some steps served several sequences */
+    for (int i = 0; i < NP; i++) {
+        buf_free(&ref[i].text);
+        buf_free(&par[i].text);
+    }
+    llm_model_close(&shared);
+}
+
+static void test_parallel_bad_input(void **state)
+{
+    (void)state;
+    doc_err err = {0};
+    llm_model *m;
+    assert_int_equal(open_model(&m), 0);
+    assert_int_equal(llm_model_set_parallel(m, 0, &err), DOC_EINVAL);
+    assert_int_equal(llm_model_set_parallel(m, 65, &err), DOC_EINVAL);
+    assert_int_equal(llm_model_set_parallel(m, 1, &err), 0); /* one thread: nothing to share */
+    llm_model_close(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_step_parity),
+        cmocka_unit_test(test_step_bad_input),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_parallel_bad_input),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
