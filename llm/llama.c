@@ -76,7 +76,8 @@ struct llm_session {
     int pos, n_ctx;
     float *kc, *vc;                 /* (L, c, g*hd) each */
     float *x, *xb, *q, *att, *hb, *hb2; /* (UBATCH, ...) activations */
-    float *logits;                  /* (UBATCH, vocab) backend */
+    float *logits;                  /* (logits_rows, vocab) backend */
+    int logits_rows;                /* grown on demand: most evaluations need one row */
     int32_t posv[UBATCH];
 };
 
@@ -111,9 +112,10 @@ int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err)
     s->att = be->i->alloc(be, (size_t)UBATCH * qd);
     s->hb = be->i->alloc(be, (size_t)UBATCH * hp->n_ff);
     s->hb2 = be->i->alloc(be, (size_t)UBATCH * hp->n_ff);
-    s->logits = be->i->alloc(be, (size_t)UBATCH * hp->n_vocab);
+    s->logits = be->i->alloc(be, (size_t)hp->n_vocab);
+    s->logits_rows = 1;
     if (!s->kc || !s->vc || !s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->logits) {
-        double mb = (2.0 * cache + (double)UBATCH * (hp->d * 2 + qd * 2 + hp->n_ff * 2 + hp->n_vocab)) *
+        double mb = (2.0 * cache + (double)UBATCH * (hp->d * 2 + qd * 2 + hp->n_ff * 2) + hp->n_vocab) *
                     4 / 1048576.0;
         llm_session_free(&s);
         return doc_errf(err, DOC_ENOMEM, "cannot allocate a session of %d positions (%.0f MiB)",
@@ -156,6 +158,21 @@ int llm_session_copy(llm_session *dst, const llm_session *src)
         be->i->copy(be, dst->vc + off, src->vc + off, (size_t)src->pos * kvd);
     }
     dst->pos = src->pos;
+    return DOC_OK;
+}
+
+/* logits_reserve: room for rows of logits in s (UBATCH at most) */
+static int logits_reserve(llm_session *s, int rows, doc_err *err)
+{
+    if (rows <= s->logits_rows) return DOC_OK;
+    llm_backend *be = s->m->be;
+    float *p = be->i->alloc(be, (size_t)rows * s->m->hp.n_vocab);
+    if (!p)
+        return doc_errf(err, DOC_ENOMEM, "cannot allocate logits for %d tokens (%.0f MiB)", rows,
+                        (double)rows * s->m->hp.n_vocab * 4 / 1048576.0);
+    be->i->release(be, s->logits);
+    s->logits = p;
+    s->logits_rows = rows;
     return DOC_OK;
 }
 
@@ -285,8 +302,10 @@ int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *
                             ids[i], i, hp->n_vocab);
     }
     llm_backend *be = m->be;
+    int rc = logits_reserve(ss[0], n, err);
+    if (rc) return rc;
     forward_step(ss, ids, n);
-    int rc = be->i->download(be, logits, ss[0]->logits, (size_t)n * hp->n_vocab);
+    rc = be->i->download(be, logits, ss[0]->logits, (size_t)n * hp->n_vocab);
     if (rc) return doc_errf(err, rc, "logits download failed");
     return be->i->sync(be, err);
 }
@@ -304,18 +323,20 @@ int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *
             return doc_errf(err, DOC_EINVAL, "token id %d at %d is outside the vocabulary (%d)", ids[i],
                             i, hp->n_vocab);
     llm_backend *be = s->m->be;
+    int rc = logits_reserve(s, all ? (n < UBATCH ? n : UBATCH) : 1, err);
+    if (rc) return rc;
     for (int done = 0; done < n;) {
         int c = n - done < UBATCH ? n - done : UBATCH;
         forward_chunk(s, ids + done, c, all);
         if (all) {
-            int rc = be->i->download(be, logits + (size_t)done * hp->n_vocab, s->logits,
-                                     (size_t)c * hp->n_vocab);
+            rc = be->i->download(be, logits + (size_t)done * hp->n_vocab, s->logits,
+                                 (size_t)c * hp->n_vocab);
             if (rc) return doc_errf(err, rc, "logits download failed");
         }
         done += c;
     }
     if (!all) {
-        int rc = be->i->download(be, logits, s->logits, (size_t)hp->n_vocab);
+        rc = be->i->download(be, logits, s->logits, (size_t)hp->n_vocab);
         if (rc) return doc_errf(err, rc, "logits download failed");
     }
     return be->i->sync(be, err);
