@@ -9,7 +9,8 @@
 #
 # Starts build/docentd on a socket in a 0750 temporary directory (default
 # models, THREADS threads, default 2, shared by GENERATORS generator
-# instances, default 1; no queue timeout), then bench/daemon_load.py drives it
+# instances, default 1, each decoding PARALLEL answers at once as one batch,
+# default 4; no queue timeout), then bench/daemon_load.py drives it
 # through the socket, one persistent connection per client thread:
 #   search  SEARCH_CLIENTS (default "1 8 32") concurrent clients, each level
 #           for SEARCH_SECONDS (10) [or SEARCH_REQUESTS in all]; k SEARCH_K (5);
@@ -77,7 +78,8 @@ echo "== starting docentd ($THREADS threads) on $SOCK"
 t0=$(date +%s.%N)
 # every client is the same uid: lift the per-caller cap (default 16) above the 32 clients
 "$B/docentd" --socket "$SOCK" --data "$STORE" "${O[@]}" -o daemon.max_per_caller="${MAX_PER_CALLER:-64}" \
-    -o daemon.generators="${GENERATORS:-1}" -o daemon.queue_timeout_s=3600 > "$W/docentd.log" 2>&1 &
+    -o daemon.generators="${GENERATORS:-1}" -o daemon.parallel="${PARALLEL:-4}" \
+    -o daemon.queue_timeout_s=3600 > "$W/docentd.log" 2>&1 &
 pid=$!
 up=0
 for _ in $(seq 1 600); do
@@ -97,13 +99,16 @@ rss_start=$(awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
 hwm_start=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
 
 # ---- load -----------------------------------------------------------------------
-echo "== load (search ${SEARCH_SECONDS:-10} s per level; answers are served one at a time)"
+echo "== load (search ${SEARCH_SECONDS:-10} s per level; ${GENERATORS:-1} generator(s) x ${PARALLEL:-4} answers at once)"
 python3 bench/daemon_load.py "$SOCK" "$pid" tests/eval/sqlite.jsonl "$W/load.json" || {
     echo "daemon.sh: the load run failed; the daemon's log (last 30 lines):" >&2
     tail -n 30 "$W/docentd.log" >&2
     exit 1
 }
 kill -0 "$pid" 2>/dev/null || die "docentd died during the run: $(tail -n 20 "$W/docentd.log")"
+curl -sf --unix-socket "$SOCK" http://d/metrics | awk '
+    /^docent_decode_steps_total/ {s = $2} /^docent_decode_tokens_total/ {t = $2}
+    END {printf "decode steps: %d tokens in %d steps (mean batch %.2f)\n", t, s, s ? t / s : 0}'
 hwm=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
 rss_end=$(awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
 
@@ -144,6 +149,7 @@ for r in d["ask"]:
     print(f"{r['clients']:>8} {r['answers']:>8} {r['ttft_p50']:>9.2f}s {r['ttft_p99']:>9.2f}s "
           f"{r['total_p50']:>9.2f}s {r['total_p99']:>9.2f}s {r['d_first_p50']:>10.2f}s "
           f"{r['d_total_p50']:>10.2f}s {r['tokens_p50']:>7}")
+    print(f"{'':>8} tokens per answer: {r['tokens']}")
     if r["no_token"] or r["not_found"] or r["refused"]:
         print(f"{'':>8} ({r['no_token']} without a token event, {r['not_found']} not found, "
               f"{r['refused']} refused)")

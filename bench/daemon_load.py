@@ -256,6 +256,7 @@ def ask_level(sock, questions, n, per_client, offset=0):
             "d_total_p50": pct([x["d_total"] for x in res], 50),
             "d_total_p99": pct([x["d_total"] for x in res], 99),
             "tokens_p50": pct([x["tokens"] for x in res], 50),
+            "tokens": sorted(x["tokens"] for x in res),
             "no_token": sum(1 for x in res if x["first"] is None),
             "not_found": sum(1 for x in res if x["not_found"]),
             "refused": sum(1 for x in res if x["refused"])}

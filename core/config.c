@@ -64,6 +64,7 @@ static const opt opts[] = {
     O("daemon", "max_per_caller", T_INT, max_per_caller, 1, 65536, "16"),
     O("daemon", "request_timeout_s", T_INT, request_timeout_s, 1, 86400, "300"),
     O("daemon", "generators", T_INT, generators, 1, 64, "1"),
+    O("daemon", "parallel", T_INT, parallel, 1, 64, "4"),
     O("daemon", "queue_timeout_s", T_INT, queue_timeout_s, 1, 86400, "120"),
     O("daemon", "answer_timeout_s", T_INT, answer_timeout_s, 1, 86400, "600"),
     O("daemon", "watch", T_STR, watch, 0, 0, ""),

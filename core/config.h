@@ -54,7 +54,8 @@ typedef struct doc_config {
     int max_connections;        /* concurrent connections */
     int max_per_caller;         /* requests in flight per uid or API key (429 past it) */
     int request_timeout_s;      /* idle connections are closed after this */
-    int generators;             /* generator instances: answers produced at once */
+    int generators;             /* generator instances */
+    int parallel;               /* answers each instance decodes at once, batched */
     int queue_timeout_s;        /* a question waiting longer for a generator: 503 */
     int answer_timeout_s;       /* an answer's generation stops after this */
     char watch[4096];           /* "COLLECTION:/PATH,...": ingested and followed */

@@ -82,11 +82,12 @@ static int run(dd_job *j, doc_err *e)
     gen_req *g = j->ext;
     int slot = dd_take_generator(j, e);
     if (slot < 0) return slot;
-    if (!srv->generators[slot]) { /* a server set up without one (tests/fuzz) */
+    llm_model *gen = dd_generator(srv, slot);
+    if (!gen) { /* a server set up without one (tests/fuzz) */
         dd_pool_give(&srv->gen_pool, slot);
         return doc_errf(e, DOC_ESTATE, "no generator model is loaded");
     }
-    int rc = llm_generate_chat(srv->generators[slot], g->msgs, g->n, &g->s, gen_text, j, &g->st, e);
+    int rc = llm_generate_chat(gen, g->msgs, g->n, &g->s, gen_text, j, &g->st, e);
     dd_pool_give(&srv->gen_pool, slot);
     pthread_mutex_lock(&srv->stats);
     srv->n_tokens += g->st.n_gen;

@@ -135,7 +135,7 @@ typedef struct dd_server {
     pthread_mutex_t writer_mu;  /* one write transaction at a time */
     pthread_mutex_t ingest_mu;  /* one ingest job (or watch sync) at a time */
     dd_pool embed_pool;         /* the embedder: queries first, then ingest */
-    dd_pool gen_pool;           /* the generators */
+    dd_pool gen_pool;           /* generators x parallel answer slots */
     dd_watch watches[DD_MAX_WATCHES];
     int n_watches;
     double started;             /* time_now() at start */
@@ -295,6 +295,12 @@ void dd_route_models(dd_server *srv, const dd_req *rq, dd_resp *rs);
  * stopping).  Sets j->queued_s and j->deadline (answer_timeout_s, or
  * j->timeout_s when lower). */
 int dd_take_generator(dd_job *j, doc_err *e);
+/* dd_generator: the instance serving a slot (slots are spread over the
+ * generators instances, [daemon] parallel each); NULL in a server set up
+ * without generators (tests) */
+llm_model *dd_generator(dd_server *srv, int slot);
+/* dd_decode_stats: batched decode steps and their tokens, all instances */
+void dd_decode_stats(dd_server *srv, uint64_t *steps, uint64_t *tokens);
 /* dd_settings_get: a consistent copy of the reloadable limits */
 void dd_settings_get(dd_server *srv, dd_settings *out);
 /* dd_server_init: the locks and pools of a zeroed srv (n_generators slots,

@@ -213,9 +213,12 @@ static int open_everything(dd_server *srv, doc_err *err)
     for (int i = 0; i < n; i++) {
         if ((rc = llm_model_open(srv->cfg.generator, &go, &srv->generators[i], err)))
             return doc_errprefix(err, "generator"), rc;
+        srv->n_generators++;
         if (llm_model_kind(srv->generators[i]) != LLM_DECODER)
             return doc_errf(err, DOC_EINVAL, "generator %s: not a decoder model", srv->cfg.generator);
-        srv->n_generators++;
+        /* [daemon] parallel answers share the instance, their steps batched */
+        if ((rc = llm_model_set_parallel(srv->generators[i], srv->cfg.parallel, err)))
+            return doc_errprefix(err, "generator"), rc;
     }
     srv->generator = srv->generators[0];
     if ((rc = prompt_set_load(srv->cfg.prompts_dir, &srv->prompts, err))) return rc;
@@ -284,7 +287,8 @@ int main(int argc, char **argv)
                           .backend = backend};
     memcpy(srv->args.over, over, (size_t)n_over * sizeof *over);
     if (dd_load_config(&srv->args, &srv->cfg, &e)) goto fail_early;
-    dd_server_init(srv, srv->cfg.generators); /* the config checked the range */
+    /* the config checked generators x parallel <= 64 */
+    dd_server_init(srv, srv->cfg.generators * srv->cfg.parallel);
     if (rag_opts_from_config(&srv->cfg, &srv->opts, &e)) goto fail;
     if (check) {
         prompt_set *p = NULL;

@@ -208,12 +208,16 @@ static void route_status(dd_server *srv, const dd_req *rq, dd_resp *rs)
     int ans_wait, gen_busy, emb_q, emb_i;
     dd_pool_depth(&srv->gen_pool, &ans_wait, NULL, &gen_busy);
     dd_pool_depth(&srv->embed_pool, &emb_q, &emb_i, NULL);
+    uint64_t steps, toks;
+    dd_decode_stats(srv, &steps, &toks);
     json_object_set_new(counters, "queue",
-                        json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "answers_waiting", ans_wait,
-                                  "generators_busy", gen_busy, "generators", srv->n_generators,
-                                  "embed_waiting_queries", emb_q, "embed_waiting_ingest", emb_i,
-                                  "ingest_jobs_queued", jobs_waiting, "ingest_jobs_running",
-                                  jobs_running));
+                        json_pack("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:I}", "answers_waiting",
+                                  ans_wait, "generators_busy", gen_busy, "answer_slots",
+                                  srv->gen_pool.n, "generators", srv->n_generators, "parallel",
+                                  srv->cfg.parallel, "embed_waiting_queries", emb_q,
+                                  "embed_waiting_ingest", emb_i, "ingest_jobs_queued", jobs_waiting,
+                                  "ingest_jobs_running", jobs_running, "decode_steps",
+                                  (json_int_t)steps, "decode_tokens", (json_int_t)toks));
     rs->json = json_pack("{s:s,s:f,s:{s:s,s:s,s:s,s:s},s:o,s:o,s:{s:I,s:I,s:b}}", "status", "ok",
                          "uptime_s", time_now() - srv->started, "models", "embedder",
                          srv->cfg.embedder, "embedder_engine", llm_model_desc(srv->embedder),
@@ -430,7 +434,7 @@ int dd_run_ask(dd_job *j, rag_answer *a, doc_err *e)
     if (slot < 0) return slot;
     pthread_rwlock_rdlock(&srv->reload_rw);
     rag_env env;
-    dd_rag_env(srv, srv->generators[slot], &env);
+    dd_rag_env(srv, dd_generator(srv, slot), &env);
     if (j->answer_tokens > 0 && j->answer_tokens < env.opts.answer_tokens)
         env.opts.answer_tokens = j->answer_tokens;
     if (j->temperature >= 0) env.opts.temperature = (float)j->temperature;
@@ -697,20 +701,29 @@ static void route_metrics(dd_server *srv, const dd_req *rq, dd_resp *rs)
     int ans_wait, gen_busy, emb_q, emb_i;
     dd_pool_depth(&srv->gen_pool, &ans_wait, NULL, &gen_busy);
     dd_pool_depth(&srv->embed_pool, &emb_q, &emb_i, NULL);
+    uint64_t steps, toks;
+    dd_decode_stats(srv, &steps, &toks);
     buf_printf(&b,
                "# HELP docent_queue_depth Requests waiting for a model.\n"
                "# TYPE docent_queue_depth gauge\n"
                "docent_queue_depth{queue=\"answers\"} %d\n"
                "docent_queue_depth{queue=\"embed_queries\"} %d\n"
                "docent_queue_depth{queue=\"embed_ingest\"} %d\n"
-               "# HELP docent_generators_busy Generator instances producing an answer.\n"
+               "# HELP docent_generators_busy Answer slots producing an answer.\n"
                "# TYPE docent_generators_busy gauge\ndocent_generators_busy %d\n"
+               "# HELP docent_answer_slots Answers produced at once (generators x parallel).\n"
+               "# TYPE docent_answer_slots gauge\ndocent_answer_slots %d\n"
                "# TYPE docent_generators gauge\ndocent_generators %d\n"
                "# HELP docent_answer_queue_timeouts_total Questions refused after queue_timeout_s.\n"
                "# TYPE docent_answer_queue_timeouts_total counter\n"
-               "docent_answer_queue_timeouts_total %lld\n",
-               ans_wait, emb_q, emb_i, gen_busy, srv->n_generators,
-               (long long)srv->gen_pool.timeouts);
+               "docent_answer_queue_timeouts_total %lld\n"
+               "# HELP docent_decode_steps_total Batched decode steps run (local generators).\n"
+               "# TYPE docent_decode_steps_total counter\ndocent_decode_steps_total %llu\n"
+               "# HELP docent_decode_tokens_total Tokens those steps produced (tokens/steps: mean batch).\n"
+               "# TYPE docent_decode_tokens_total counter\ndocent_decode_tokens_total %llu\n",
+               ans_wait, emb_q, emb_i, gen_busy, srv->gen_pool.n, srv->n_generators,
+               (long long)srv->gen_pool.timeouts, (unsigned long long)steps,
+               (unsigned long long)toks);
     rs->text = buf_steal(&b, NULL);
     rs->content_type = "text/plain; version=0.0.4; charset=utf-8";
     if (!rs->text) dd_error(rs, 500, "memory", "out of memory");

@@ -11,8 +11,10 @@
  *   embedder    a pool of one slot with two queues: query embeddings
  *               (searches, answers, /v1/embeddings) are served before bulk
  *               ingest, which takes the embedder one batch at a time
- *   generators  a pool of [daemon] generators slots, first come first served;
- *               a question that waits longer than queue_timeout_s is refused
+ *   generators  a pool of generators x parallel slots, first come first
+ *               served, spread over the instances; the answers on one
+ *               instance decode as one batch (llm_model_set_parallel); a
+ *               question that waits longer than queue_timeout_s is refused
  *
  * Lock order: a generator, then the writer, then the store or the embedder;
  * the store and the embedder are never held together.  Nothing waits for a
@@ -174,6 +176,22 @@ int dd_take_generator(dd_job *j, doc_err *e)
     if (j->timeout_s > 0 && j->timeout_s < limit) limit = j->timeout_s;
     j->deadline = time_now() + limit;
     return slot;
+}
+
+llm_model *dd_generator(dd_server *srv, int slot)
+{
+    return srv->n_generators ? srv->generators[slot % srv->n_generators] : NULL;
+}
+
+void dd_decode_stats(dd_server *srv, uint64_t *steps, uint64_t *tokens)
+{
+    *steps = *tokens = 0;
+    for (int i = 0; i < srv->n_generators; i++) {
+        uint64_t s, t;
+        llm_model_batch_stats(srv->generators[i], &s, &t);
+        *steps += s;
+        *tokens += t;
+    }
 }
 
 void dd_settings_get(dd_server *srv, dd_settings *out)

@@ -389,6 +389,10 @@ int dd_load_config(const dd_args *a, doc_config *c, doc_err *err)
             return doc_errf(err, DOC_ELIMIT, "%s: too long", flags[i][0]);
         if ((rc = config_set(c, kv, err))) return doc_errprefix(err, flags[i][0]), rc;
     }
+    if (c->generators * c->parallel > 64)
+        return doc_errf(err, DOC_EINVAL,
+                        "[daemon] generators x parallel is %d x %d = %d answers at once; at most 64",
+                        c->generators, c->parallel, c->generators * c->parallel);
     return DOC_OK;
 }
 
@@ -436,7 +440,7 @@ void dd_reload(dd_server *srv)
             srv->cfg.prompts_dir);
     if (fixed_changed)
         log_warn("reload: %s also changes settings a reload cannot apply ([data], [models], "
-                 "[ingest], [index], [remote], the [daemon] sockets, watch, generators, "
+                 "[ingest], [index], [remote], the [daemon] sockets, watch, generators, parallel, "
                  "connections): restart docentd for them",
                  *c->path ? c->path : "the config");
 done:

@@ -7,7 +7,7 @@
 #   - watch folders ([daemon] watch): synced at start, then a file added to
 #     the folder is ingested and a file removed is removed, with the state in
 #     /v1/status;
-#   - one generator ([daemon] generators = 1): while it streams an answer a
+#   - one answer at a time (generators = 1, parallel = 1): while it streams an answer a
 #     second question waits in the queue (/v1/status says so) and a search is
 #     served at once, before the answer ends;
 #   - queue_timeout_s: a question that waited too long gets 503 busy with
@@ -68,7 +68,7 @@ SOCK=$T/run/docentd.sock
 C=(curl -s --unix-socket "$SOCK")
 
 start() {
-    "$DD" --socket "$SOCK" --data "$T/data" "${O[@]}" -o daemon.generators=1 \
+    "$DD" --socket "$SOCK" --data "$T/data" "${O[@]}" -o daemon.generators=1 -o daemon.parallel=1 \
         -o daemon.queue_timeout_s=2 -o "daemon.watch=w:$T/watched" -o ingest.embed_batch=8 \
         -o ingest.commit_seconds=1 "$@" >> "$T/docentd.log" 2>&1 &
     pid=$!

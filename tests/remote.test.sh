@@ -154,7 +154,8 @@ for _ in $(seq 1 50); do [ -s "$T/faults.port" ] && break; sleep 0.1; done
 FPORT=$(head -1 "$T/faults.port")
 HSOCK=$T/run/hung.sock
 "$DD" --socket "$HSOCK" --data "$T/data" "${O[@]}" --generator "http://127.0.0.1:$FPORT/hang/v1#fake-chat" \
-    -o remote.idle_timeout_s=4 -o remote.retries=0 -o daemon.queue_timeout_s=1 > "$T/hung.log" 2>&1 &
+    -o remote.idle_timeout_s=4 -o remote.retries=0 -o daemon.queue_timeout_s=1 -o daemon.parallel=1 \
+    > "$T/hung.log" 2>&1 &
 hpid=$!
 pids+=($hpid)
 for _ in $(seq 1 300); do curl -sf --unix-socket "$HSOCK" http://d/healthz > /dev/null 2>&1 && break; sleep 0.1; done
