@@ -19,7 +19,6 @@
  */
 #include "llm/model.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +184,21 @@ static void lead(llm_model *m)
     pthread_cond_broadcast(&b->cv);
 }
 
+/* with mu held: run a step if the queue is ready (see the top), else wait
+ * for a change (a step ended, a request came, a sequence left) or the
+ * oldest request's gathering time to pass; the queue is not empty */
+static void advance(llm_model *m)
+{
+    llm_batcher *b = m->batcher;
+    if (b->stepping) {
+        pthread_cond_wait(&b->cv, &b->mu);
+        return;
+    }
+    double until = b->head->since + GATHER_S;
+    if (b->pending >= b->decoding || b->pending >= b->max || mono_now() >= until) lead(m);
+    else wait_until(b, until);
+}
+
 int batch_decode(llm_model *m, llm_session *s, int32_t id, float *logits, doc_err *err)
 {
     llm_batcher *b = m->batcher;
@@ -195,15 +209,7 @@ int batch_decode(llm_model *m, llm_session *s, int32_t id, float *logits, doc_er
     b->tail = &r.next;
     b->pending++;
     pthread_cond_broadcast(&b->cv);
-    while (!r.done) {
-        if (b->stepping) {
-            pthread_cond_wait(&b->cv, &b->mu);
-            continue;
-        }
-        double until = b->head->since + GATHER_S;
-        if (b->pending >= b->decoding || b->pending >= b->max || mono_now() >= until) lead(m);
-        else wait_until(b, until);
-    }
+    while (!r.done) advance(m);
     pthread_mutex_unlock(&b->mu);
     if (r.rc && err) *err = r.err;
     return r.rc;
@@ -218,15 +224,7 @@ int batch_prefill(llm_model *m, llm_session *s, const int32_t *ids, int n, float
         int c = n - done < PREFILL_CHUNK ? n - done : PREFILL_CHUNK;
         pthread_mutex_lock(&b->mu);
         uint64_t seen = b->steps; /* let one waiting step go first */
-        while (b->pending > 0 && b->steps == seen) {
-            if (b->stepping) {
-                pthread_cond_wait(&b->cv, &b->mu);
-                continue;
-            }
-            double until = b->head->since + GATHER_S;
-            if (b->pending >= b->decoding || b->pending >= b->max || mono_now() >= until) lead(m);
-            else wait_until(b, until);
-        }
+        while (b->pending > 0 && b->steps == seen) advance(m);
         pthread_mutex_unlock(&b->mu);
         pthread_mutex_lock(&b->exec);
         int rc = llm_session_eval(s, ids + done, c, 0, logits, err);
