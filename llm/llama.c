@@ -176,6 +176,39 @@ static int logits_reserve(llm_session *s, int rows, doc_err *err)
     return DOC_OK;
 }
 
+/* the layer's attention inputs for n rows of s->x: q into s->q, the new keys
+ * and values into kn, vn (n, g*hd), roped at s->posv */
+static void layer_qkv(llm_session *s, const llm_layer *L, int n, float *kn, float *vn)
+{
+    llm_backend *be = s->m->be;
+    const llm_backend_i *op = be->i;
+    const llm_hparams *hp = &s->m->hp;
+    op->rmsnorm(be, s->xb, s->x, L->attn_norm, n, hp->d, hp->norm_eps);
+    op->matmul(be, s->q, s->xb, &L->wq, L->bq, n); /* (n, h*hd) */
+    op->matmul(be, kn, s->xb, &L->wk, L->bk, n);
+    op->matmul(be, vn, s->xb, &L->wv, L->bv, n);
+    op->rope(be, s->q, n, hp->n_head, hp->head_dim, s->posv, hp->rope_theta, hp->rope_neox);
+    op->rope(be, kn, n, hp->n_head_kv, hp->head_dim, s->posv, hp->rope_theta, hp->rope_neox);
+}
+
+/* the rest of the layer for n rows: x += Wo att; x += Wd (silu(Wg xb) * Wu xb)
+ * with xb = rms(x) */
+static void layer_out_ffn(llm_session *s, const llm_layer *L, int n)
+{
+    llm_backend *be = s->m->be;
+    const llm_backend_i *op = be->i;
+    const llm_hparams *hp = &s->m->hp;
+    const int d = hp->d;
+    op->matmul(be, s->xb, s->att, &L->wo, NULL, n); /* (n, d) */
+    op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+    op->rmsnorm(be, s->xb, s->x, L->ffn_norm, n, d, hp->norm_eps);
+    op->matmul(be, s->hb, s->xb, &L->w_gate, NULL, n); /* (n, ff) */
+    op->matmul(be, s->hb2, s->xb, &L->w_up, NULL, n);
+    op->swiglu(be, s->hb, s->hb, s->hb2, (size_t)n * hp->n_ff);
+    op->matmul(be, s->xb, s->hb, &L->w_down, NULL, n);
+    op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+}
+
 /* one chunk of n <= UBATCH tokens; logits for the last row, or all rows */
 static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
 {
@@ -184,7 +217,7 @@ static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
     const llm_backend_i *op = be->i;
     const llm_hparams *hp = &m->hp;
     const int d = hp->d, h = hp->n_head, g = hp->n_head_kv, hd = hp->head_dim;
-    const size_t kvd = (size_t)g * hd, qd = (size_t)h * hd;
+    const size_t kvd = (size_t)g * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     for (int i = 0; i < n; i++) s->posv[i] = s->pos + i;
 
@@ -192,24 +225,11 @@ static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
     for (int l = 0; l < hp->n_layer; l++) {
         const llm_layer *L = &m->layers[l];
         float *kc = s->kc + (size_t)l * s->n_ctx * kvd, *vc = s->vc + (size_t)l * s->n_ctx * kvd;
-        float *kn = kc + (size_t)s->pos * kvd, *vn = vc + (size_t)s->pos * kvd; /* (n, g*hd) */
-        op->rmsnorm(be, s->xb, s->x, L->attn_norm, n, d, hp->norm_eps);
-        op->matmul(be, s->q, s->xb, &L->wq, L->bq, n);                        /* (n, h*hd) */
-        op->matmul(be, kn, s->xb, &L->wk, L->bk, n);
-        op->matmul(be, vn, s->xb, &L->wv, L->bv, n);
-        op->rope(be, s->q, n, h, hd, s->posv, hp->rope_theta, hp->rope_neox);
-        op->rope(be, kn, n, g, hd, s->posv, hp->rope_theta, hp->rope_neox);
+        /* the new keys and values go straight into the cache rows */
+        layer_qkv(s, L, n, kc + (size_t)s->pos * kvd, vc + (size_t)s->pos * kvd);
         op->attn_causal(be, s->att, s->q, kc, vc, n, s->pos, h, g, hd, scale);
-        op->matmul(be, s->xb, s->att, &L->wo, NULL, n);                       /* (n, d) */
-        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
-        op->rmsnorm(be, s->xb, s->x, L->ffn_norm, n, d, hp->norm_eps);
-        op->matmul(be, s->hb, s->xb, &L->w_gate, NULL, n);                    /* (n, ff) */
-        op->matmul(be, s->hb2, s->xb, &L->w_up, NULL, n);
-        op->swiglu(be, s->hb, s->hb, s->hb2, (size_t)n * hp->n_ff);
-        op->matmul(be, s->xb, s->hb, &L->w_down, NULL, n);
-        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+        layer_out_ffn(s, L, n);
     }
-    (void)qd;
     int first = all ? 0 : n - 1, rows = all ? n : 1;
     float *xr = s->x + (size_t)first * d;
     op->rmsnorm(be, s->xb, xr, m->out_norm, rows, d, hp->norm_eps);
@@ -242,12 +262,7 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
     op->get_rows(be, s->x, &m->tok_embd, ids, n);
     for (int l = 0; l < hp->n_layer; l++) {
         const llm_layer *L = &m->layers[l];
-        op->rmsnorm(be, s->xb, s->x, L->attn_norm, n, d, hp->norm_eps);
-        op->matmul(be, s->q, s->xb, &L->wq, L->bq, n);
-        op->matmul(be, kn, s->xb, &L->wk, L->bk, n);
-        op->matmul(be, vn, s->xb, &L->wv, L->bv, n);
-        op->rope(be, s->q, n, h, hd, s->posv, hp->rope_theta, hp->rope_neox);
-        op->rope(be, kn, n, g, hd, s->posv, hp->rope_theta, hp->rope_neox);
+        layer_qkv(s, L, n, kn, vn);
         for (int i = 0; i < n; i++) {
             llm_session *t = ss[i];
             size_t layer = (size_t)l * t->n_ctx * kvd;
@@ -263,14 +278,7 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
             for (int i = 0; i < n; i++)
                 op->attn_causal(be, s->att + i * qd, s->q + i * qd, kcs[i], vcs[i], 1, s->posv[i], h,
                                 g, hd, scale);
-        op->matmul(be, s->xb, s->att, &L->wo, NULL, n);
-        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
-        op->rmsnorm(be, s->xb, s->x, L->ffn_norm, n, d, hp->norm_eps);
-        op->matmul(be, s->hb, s->xb, &L->w_gate, NULL, n);
-        op->matmul(be, s->hb2, s->xb, &L->w_up, NULL, n);
-        op->swiglu(be, s->hb, s->hb, s->hb2, (size_t)n * hp->n_ff);
-        op->matmul(be, s->xb, s->hb, &L->w_down, NULL, n);
-        op->add(be, s->x, s->x, s->xb, (size_t)n * d);
+        layer_out_ffn(s, L, n); /* kn, vn (the FFN buffers) are in the caches by now */
     }
     op->rmsnorm(be, s->xb, s->x, m->out_norm, n, d, hp->norm_eps);
     op->matmul(be, s->logits, s->xb, &m->output, NULL, n); /* (n, vocab) */
