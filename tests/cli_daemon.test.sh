@@ -23,17 +23,7 @@
 #     the job goes on to finish in the daemon.
 set -u
 B=${1:-build}
-root=$(cd "$(dirname "$0")/.." && pwd)
-case $B in /*) BD=$B ;; *) BD=$root/$B ;; esac
-D="$BD/docent"
-DD="$BD/docentd"
-EMB="$root/models/all-minilm-l6-v2"
-GEN="$root/models/smollm2-135m-instruct-q4_1.gguf"
-[ -d "$EMB" ] && [ -f "$GEN" ] || { echo "skip: models missing (make models)"; exit 77; }
-[ -x "$DD" ] && [ -x "$D" ] || { echo "skip: $D or $DD missing"; exit 77; }
-command -v curl >/dev/null || { echo "skip: curl missing"; exit 77; }
-SQ=/usr/share/doc/sqlite3
-[ -f "$SQ/wal.html" ] || { echo "skip: sqlite3-doc missing (make deps)"; exit 77; }
+. "$(dirname "$0")/daemon_env.sh"
 
 T=$(mktemp -d /tmp/docent-clid-XXXXXX)
 chmod 755 "$T"
@@ -44,10 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 unset DOCENT_SOCKET
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
-j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # ---- corpus, config, a store made in-process --------------------------------
 mkdir -p "$T/docs/a" "$T/docs/b" "$T/docs/big" "$T/run"

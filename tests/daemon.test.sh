@@ -26,15 +26,7 @@
 #   - SIGTERM exits 0 and removes the socket; socket activation.
 set -u
 B=${1:-build}
-root=$(cd "$(dirname "$0")/.." && pwd)
-D="$root/$B/docent"
-DD="$root/$B/docentd"
-EMB="$root/models/all-minilm-l6-v2"
-GEN="$root/models/smollm2-135m-instruct-q4_1.gguf"
-[ -d "$EMB" ] && [ -f "$GEN" ] || { echo "skip: models missing (make models)"; exit 77; }
-[ -x "$DD" ] || { echo "skip: $DD missing"; exit 77; }
-command -v curl >/dev/null || { echo "skip: curl missing"; exit 77; }
-SQ=/usr/share/doc/sqlite3
+. "$(dirname "$0")/daemon_env.sh"
 PG=/usr/share/doc/postgresql-doc-15/html
 [ -f "$SQ/wal.html" ] && [ -f "$PG/tutorial-join.html" ] || { echo "skip: doc packages missing (make deps)"; exit 77; }
 
@@ -51,10 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 export DOCENT_CONFIG="$root/etc/docent.conf"
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
-O=(-o models.embedder="$EMB" -o models.generator="$GEN" -o models.threads=2)
 
 # ---- corpus and store (ingested before the daemon opens it) ---------------
 mkdir -p "$T/alpha" "$T/beta"
@@ -114,7 +102,6 @@ else bad "non-loopback: $(cat "$T/any.log")"; fi
 
 start
 C=(curl -s --unix-socket "$SOCK")
-j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # ---- routes ---------------------------------------------------------------
 [ "$("${C[@]}" http://d/healthz | j 'd["status"]')" = ok ] && ok healthz || bad healthz

@@ -23,16 +23,7 @@
 #     nothing.
 set -u
 B=${1:-build}
-root=$(cd "$(dirname "$0")/.." && pwd)
-D="$root/$B/docent"
-DD="$root/$B/docentd"
-EMB="$root/models/all-minilm-l6-v2"
-GEN="$root/models/smollm2-135m-instruct-q4_1.gguf"
-[ -d "$EMB" ] && [ -f "$GEN" ] || { echo "skip: models missing (make models)"; exit 77; }
-[ -x "$DD" ] || { echo "skip: $DD missing"; exit 77; }
-command -v curl >/dev/null || { echo "skip: curl missing"; exit 77; }
-SQ=/usr/share/doc/sqlite3
-[ -f "$SQ/wal.html" ] || { echo "skip: sqlite3-doc missing (make deps)"; exit 77; }
+. "$(dirname "$0")/daemon_env.sh"
 
 T=$(mktemp -d /tmp/docent-work-XXXXXX)
 pid=""
@@ -46,12 +37,7 @@ trap cleanup EXIT
 # a config of our own (SIGHUP re-reads it): etc/docent.conf with absolute paths
 sed -e "s|= \.\./|= $root/|" "$root/etc/docent.conf" > "$T/docent.conf"
 export DOCENT_CONFIG="$T/docent.conf"
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
-j() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 now() { date +%s.%N; }
-O=(-o models.embedder="$EMB" -o models.generator="$GEN" -o models.threads=2)
 
 mkdir -p "$T/run" "$T/watched" "$T/seed" "$T/bulk" "$T/bulk2"
 chmod 750 "$T/run"
