@@ -664,23 +664,9 @@ static void attn_one(cpu_ctx *c, float *o, const float *q, const float *k, const
     c->k.scale_f32(1.0f / sum, o, hd);
 }
 
-static void causal_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
-{
-    attn_job *j = arg;
-    float *s = j->scores + ith * j->span;
-    int grp = j->h / j->g;
-    size_t kstride = (size_t)j->g * j->hd;
-    for (int64_t it = i0; it < i1; it++) {
-        int i = (int)(it / j->h), hh = (int)(it % j->h), kv = hh / grp;
-        const float *q = j->q + ((size_t)i * j->h + hh) * j->hd;
-        float *o = j->out + ((size_t)i * j->h + hh) * j->hd;
-        attn_one(c, o, q, j->k + kv * j->hd, j->v + kv * j->hd, kstride, j->pos0 + i + 1, j->hd,
-                 j->scale, s);
-    }
-}
-
-/* items (row, head) of a decode step, each row over its own cache */
-static void decode_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+/* items (query row, head), one row at a time: over one cache at positions
+ * pos0 + i (attn_causal), or each row over its own cache (attn_decode) */
+static void row_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
 {
     attn_job *j = arg;
     float *s = j->scores + ith * j->span;
@@ -689,8 +675,10 @@ static void decode_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
     for (int64_t it = i0; it < i1; it++) {
         int i = (int)(it / j->h), hh = (int)(it % j->h), kv = hh / grp;
         size_t off = ((size_t)i * j->h + hh) * j->hd;
-        attn_one(c, j->out + off, j->q + off, j->kcs[i] + kv * j->hd, j->vcs[i] + kv * j->hd, kstride,
-                 j->pos[i] + 1, j->hd, j->scale, s);
+        const float *k = j->kcs ? j->kcs[i] : j->k, *v = j->vcs ? j->vcs[i] : j->v;
+        int nk = j->pos ? j->pos[i] + 1 : j->pos0 + i + 1;
+        attn_one(c, j->out + off, j->q + off, k + kv * j->hd, v + kv * j->hd, kstride, nk, j->hd,
+                 j->scale, s);
     }
 }
 
@@ -710,7 +698,7 @@ static void cpu_attn_decode(llm_backend *be, float *out, const float *q, const f
         memset(out, 0, (size_t)n * h * hd * sizeof(float));
         return;
     }
-    par_for(c, (int64_t)n * h, 1, 2.0 * (maxpos + 1) * hd, decode_items, &j);
+    par_for(c, (int64_t)n * h, 1, 2.0 * (maxpos + 1) * hd, row_items, &j);
 }
 
 /* items (head, chunk of ATTN_CHUNK queries), head-major so the contiguous
@@ -747,7 +735,7 @@ static void cpu_attn_causal(llm_backend *be, float *out, const float *q, const f
         int64_t items = (int64_t)h * ((n + ATTN_CHUNK - 1) / ATTN_CHUNK);
         par_for(c, items, 1, 2.0 * ATTN_CHUNK * (pos0 + n) * hd, causal_blocks, &j);
     } else {
-        par_for(c, (int64_t)n * h, 1, 2.0 * (pos0 + n) * hd, causal_items, &j);
+        par_for(c, (int64_t)n * h, 1, 2.0 * (pos0 + n) * hd, row_items, &j);
     }
 }
 
