@@ -54,6 +54,8 @@ typedef struct llm_weight {
 
 typedef struct llm_backend llm_backend;
 
+#define LLM_GRAPH_RERUN 1 /* graph_end: the step's ops were not run */
+
 typedef struct llm_backend_i {
     const char *name; /* "cpu", "cuda" */
 
@@ -109,13 +111,29 @@ typedef struct llm_backend_i {
 
     /* ---- optional ops (NULL: the caller composes the required ones) ---- */
     /* attention for a decode step of n sequences, one query each: q (n, h, hd);
-     * row i attends over kc[i], vc[i] (c, g, hd) at positions 0..pos[i], its
-     * own new key and value already written at pos[i]; out (n, h*hd).  kc, vc
-     * and pos are host arrays (of backend pointers).  Equal to n calls of
-     * attn_causal(1 query, pos0 = pos[i]), in one launch. */
-    void (*attn_decode)(llm_backend *be, float *out, const float *q, const float *const *kc,
-                        const float *const *vc, const int32_t *pos, int n, int h, int g, int hd,
-                        float scale);
+     * row i attends over kc[i], vc[i] (c, g, hd) at positions 0..pos[i].
+     * When kn, vn (n, g*hd) are given, row i's new key and value are first
+     * written at position pos[i] of kc[i], vc[i]; when NULL they are there
+     * already.  out (n, h*hd).  kc, vc and pos are host arrays (of backend
+     * pointers).  Equal to n calls of attn_causal(1 query, pos0 = pos[i]). */
+    void (*attn_decode)(llm_backend *be, float *out, const float *q, float *const *kc,
+                        float *const *vc, const int32_t *pos, const float *kn,
+                        const float *vn, int n, int h, int g, int hd, float scale);
+
+    /* Replayable steps (CUDA graphs).  The ops between graph_begin(key) and
+     * graph_end form one step that the caller repeats under the same key: the
+     * same ops on the same buffers with the same sizes, only the contents of
+     * the host arrays they take (ids, positions, cache pointers) changing.
+     * The backend may run them as usual, record them, or replay a recording:
+     * then the ops only take their host arrays and graph_end launches the
+     * recording.  No other backend call may come in between.  graph_end
+     * returns DOC_OK, a DOC_E* code, or LLM_GRAPH_RERUN when the ops were not
+     * run (a replay found the step changed): the caller runs them again
+     * without graph_begin. */
+    void (*graph_begin)(llm_backend *be, uint64_t key);
+    int (*graph_end)(llm_backend *be, doc_err *err);
+    /* describe: one line of the backend's counters (graphs recorded, replayed) */
+    void (*describe)(llm_backend *be, char *buf, size_t size);
 } llm_backend_i;
 
 struct llm_backend {

@@ -239,16 +239,18 @@ static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
 
 /*
  * One decode step for n sessions of one model at once (continuous batching):
- * token ids[i] is appended to ss[i].  The n rows share every weight matmul;
- * rope takes each row's own position, and each row attends over its own
- * session's cache.  ss[0]'s activation buffers hold the batch (n <= UBATCH);
- * its FFN buffers hold the new keys and values until they are copied into
- * the caches (they are free then, and n * g*hd <= UBATCH * ff is checked).
+ * token ids[i] is appended to ss[i] (the caller advances their positions).
+ * The n rows share every weight matmul; rope takes each row's own position,
+ * and each row attends over its own session's cache.  The batch lives in the
+ * model's step buffers (m->step: the same buffers every step, so a backend
+ * may replay the step as a graph); their FFN part holds the new keys and
+ * values until attention stores them in the caches (n * g*hd <= UBATCH * ff
+ * is checked).
  */
 static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
 {
-    llm_session *s = ss[0];
-    llm_model *m = s->m;
+    llm_model *m = ss[0]->m;
+    llm_session *s = m->step;
     llm_backend *be = m->be;
     const llm_backend_i *op = be->i;
     const llm_hparams *hp = &m->hp;
@@ -264,25 +266,24 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
         const llm_layer *L = &m->layers[l];
         layer_qkv(s, L, n, kn, vn);
         for (int i = 0; i < n; i++) {
-            llm_session *t = ss[i];
-            size_t layer = (size_t)l * t->n_ctx * kvd;
-            kcs[i] = t->kc + layer;
-            vcs[i] = t->vc + layer;
-            op->copy(be, kcs[i] + (size_t)t->pos * kvd, kn + i * kvd, kvd);
-            op->copy(be, vcs[i] + (size_t)t->pos * kvd, vn + i * kvd, kvd);
+            size_t layer = (size_t)l * ss[i]->n_ctx * kvd;
+            kcs[i] = ss[i]->kc + layer;
+            vcs[i] = ss[i]->vc + layer;
         }
-        if (op->attn_decode)
-            op->attn_decode(be, s->att, s->q, (const float *const *)kcs, (const float *const *)vcs,
-                            s->posv, n, h, g, hd, scale);
-        else
-            for (int i = 0; i < n; i++)
+        if (op->attn_decode) {
+            op->attn_decode(be, s->att, s->q, kcs, vcs, s->posv, kn, vn, n, h, g, hd, scale);
+        } else {
+            for (int i = 0; i < n; i++) {
+                op->copy(be, kcs[i] + (size_t)s->posv[i] * kvd, kn + i * kvd, kvd);
+                op->copy(be, vcs[i] + (size_t)s->posv[i] * kvd, vn + i * kvd, kvd);
                 op->attn_causal(be, s->att + i * qd, s->q + i * qd, kcs[i], vcs[i], 1, s->posv[i], h,
                                 g, hd, scale);
+            }
+        }
         layer_out_ffn(s, L, n); /* kn, vn (the FFN buffers) are in the caches by now */
     }
     op->rmsnorm(be, s->xb, s->x, m->out_norm, n, d, hp->norm_eps);
     op->matmul(be, s->logits, s->xb, &m->output, NULL, n); /* (n, vocab) */
-    for (int i = 0; i < n; i++) ss[i]->pos++;
 }
 
 int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
@@ -310,12 +311,26 @@ int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *
                             ids[i], i, hp->n_vocab);
     }
     llm_backend *be = m->be;
-    int rc = logits_reserve(ss[0], n, err);
-    if (rc) return rc;
-    forward_step(ss, ids, n);
-    rc = be->i->download(be, logits, ss[0]->logits, (size_t)n * hp->n_vocab);
+    int rc;
+    if (!m->step && (rc = session_new_n(m, 1, &m->step, err))) return rc;
+    if ((rc = logits_reserve(m->step, n, err))) return rc;
+    if (be->i->graph_begin) { /* the same key, the same ops on the same buffers */
+        be->i->graph_begin(be, (uint64_t)n);
+        forward_step(ss, ids, n);
+        rc = be->i->graph_end(be, err);
+        if (rc == LLM_GRAPH_RERUN) {
+            forward_step(ss, ids, n);
+            rc = DOC_OK;
+        }
+        if (rc) return rc;
+    } else {
+        forward_step(ss, ids, n);
+    }
+    rc = be->i->download(be, logits, m->step->logits, (size_t)n * hp->n_vocab);
     if (rc) return doc_errf(err, rc, "logits download failed");
-    return be->i->sync(be, err);
+    if ((rc = be->i->sync(be, err))) return rc;
+    for (int i = 0; i < n; i++) ss[i]->pos++;
+    return DOC_OK;
 }
 
 int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *logits,
@@ -331,6 +346,8 @@ int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *
             return doc_errf(err, DOC_EINVAL, "token id %d at %d is outside the vocabulary (%d)", ids[i],
                             i, hp->n_vocab);
     llm_backend *be = s->m->be;
+    if (n == 1 && !all && be->i->graph_begin) /* a decode step the backend can replay */
+        return llm_sessions_step(&s, ids, 1, logits, err);
     int rc = logits_reserve(s, all ? (n < UBATCH ? n : UBATCH) : 1, err);
     if (rc) return rc;
     for (int done = 0; done < n;) {

@@ -95,6 +95,9 @@ const char *llm_model_source(const llm_model *m);
 int llm_model_kind(const llm_model *m);
 /* llm_model_desc: "llama 30L d576 q4_1, cpu/avx512, 2 threads" (borrowed). */
 const char *llm_model_desc(const llm_model *m);
+/* llm_model_backend_info: the backend's counters as one line into buf (on
+ * CUDA: decode steps recorded and replayed as graphs); "" when it has none. */
+void llm_model_backend_info(const llm_model *m, char *buf, size_t size);
 int llm_n_ctx(const llm_model *m);      /* decoder context or encoder max positions */
 int llm_n_vocab(const llm_model *m);
 

@@ -511,6 +511,7 @@ void llm_model_close(llm_model **mp)
     if (!m) return;
     if (m->remote) remote_close(m);
     batch_free(m);
+    llm_session_free(&m->step);
     if (m->be) {
         for (int i = 0; i < m->n_weights; i++) m->be->i->weight_release(m->be, m->weights[i]);
         for (int i = 0; i < m->n_vecs; i++) m->be->i->release(m->be, m->vecs[i]);
@@ -530,6 +531,13 @@ void llm_model_close(llm_model **mp)
 
 int llm_model_kind(const llm_model *m) { return m->kind; }
 const char *llm_model_desc(const llm_model *m) { return m->desc; }
+
+void llm_model_backend_info(const llm_model *m, char *buf, size_t size)
+{
+    if (!size) return;
+    buf[0] = 0;
+    if (m && m->be && m->be->i->describe) m->be->i->describe(m->be, buf, size);
+}
 int llm_n_ctx(const llm_model *m) { return m->n_ctx; }
 int llm_n_vocab(const llm_model *m) { return m->hp.n_vocab; }
 int llm_embed_dim(const llm_model *m)

@@ -55,6 +55,8 @@ struct llm_model {
     struct llm_remote *remote; /* set for a model opened from a URL (remote.c); then
                                   only kind, n_ctx, batch, desc and src.path are set */
     struct llm_batcher *batcher; /* llm_model_set_parallel (batch.c), or NULL */
+    struct llm_session *step;    /* llama.c: the decode step's activations, made at
+                                    the first step (a session without a cache) */
 };
 
 /* bert.c */

@@ -644,7 +644,7 @@ typedef struct {
     float scale;
     float *scores; /* per thread: span floats */
     int64_t span;
-    const float *const *kcs, *const *vcs; /* attn_decode: each row's cache */
+    float *const *kcs, *const *vcs; /* attn_decode: each row's cache */
     const int32_t *pos;
 } attn_job;
 
@@ -682,11 +682,17 @@ static void row_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
     }
 }
 
-static void cpu_attn_decode(llm_backend *be, float *out, const float *q, const float *const *kc,
-                            const float *const *vc, const int32_t *pos, int n, int h, int g, int hd,
-                            float scale)
+static void cpu_attn_decode(llm_backend *be, float *out, const float *q, float *const *kc,
+                            float *const *vc, const int32_t *pos, const float *kn,
+                            const float *vn, int n, int h, int g, int hd, float scale)
 {
     cpu_ctx *c = ctx_of(be);
+    size_t kvd = (size_t)g * hd;
+    if (kn && g > 0) /* the new keys and values into their rows of the caches */
+        for (int i = 0; i < n; i++) {
+            memcpy(kc[i] + (size_t)pos[i] * kvd, kn + i * kvd, kvd * sizeof(float));
+            memcpy(vc[i] + (size_t)pos[i] * kvd, vn + i * kvd, kvd * sizeof(float));
+        }
     int maxpos = 0;
     for (int i = 0; i < n; i++) maxpos = pos[i] > maxpos ? pos[i] : maxpos;
     attn_job j = {.out = out, .q = q, .n = n, .h = h, .g = g, .hd = hd, .scale = scale,

@@ -35,6 +35,7 @@
  */
 #include "llm/cuda/internal.h"
 
+#include <initializer_list>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,8 @@
 #define ATT_MAXE 8                 /* head dim up to 32 * ATT_MAXE = 256 */
 #define ATT_SPLIT_KEYS 256         /* keys per block when decode splits the keys */
 #define ATT_SPLIT_MAX_ROWS 8       /* causal calls with more rows do not split */
+#define ATT_DEC_MIN_SPAN 64        /* attn_decode: keys per split at least */
+#define ATT_DEC_MAX_SPLITS 32      /* attn_decode: splits per (row, head) at most */
 #define WS_BYTES (32u << 20)       /* cuBLAS workspace */
 #define RESERVE_MIN (256ull << 20) /* device bytes weight_prepare leaves free */
 #define CONV_ELEMS (4u << 20)      /* elements per host conversion block */
@@ -203,48 +206,25 @@ __global__ void k_rope(float *x, int n, int h, int hd, const int32_t *pos, float
 }
 
 /*
- * Attention for one (query row, head) per block.  Causal (lens == NULL): row r
- * is the query at position pos0 + r, keys 0..pos0+r of kv head head/grp, rows
- * ldk apart.  Bidirectional: row r is token r % t of sequence r / t, keys the
- * sequence's first lens[s] tokens; rows past the length are written as zeros.
+ * attn_keys: one block's share of attention for one (query, head): keys
+ * [j0, j1) of kp/vp (rows ldk apart).  Each of the 8 warps walks a strided
+ * share of the keys with an online (running max) softmax; the warps' partial
+ * results are merged in shared memory.  Writes the normalised result to o
+ * (zeros for no keys), or, when pp is set, this share's unnormalised partial
+ * (max, sum, acc[hd]) for k_attn_merge.
  */
-__global__ void __launch_bounds__(ATT_WARPS * 32)
-    k_attn(float *out, const float *q, const float *k, const float *v, int ldq, int ldk, int grp,
-           int hd, float scale, int pos0, int t, const int32_t *lens, int span, float *part)
+__device__ __forceinline__ void attn_keys(float *o, float *pp, const float *qp, const float *kp,
+                                          const float *vp, int ldk, int hd, float scale, int j0,
+                                          int j1)
 {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS], s_acc[ATT_WARPS][32 * ATT_MAXE];
-    const int r = blockIdx.x, hh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    float *o = out + (size_t)r * ldq + (size_t)hh * hd;
-    const float *qp = q + (size_t)r * ldq + (size_t)hh * hd, *kp, *vp;
-    int nk;
-    if (lens) {
-        int s = r / t, i = r % t, len = lens[s];
-        len = len < 0 ? 0 : len > t ? t : len;
-        if (i >= len) {
-            for (int e = threadIdx.x; e < hd; e += blockDim.x) o[e] = 0.0f;
-            return;
-        }
-        kp = k + (size_t)s * t * ldk + (size_t)hh * hd;
-        vp = v + (size_t)s * t * ldk + (size_t)hh * hd;
-        nk = len;
-    } else {
-        int kv = hh / grp;
-        kp = k + (size_t)kv * hd;
-        vp = v + (size_t)kv * hd;
-        nk = pos0 + r + 1;
-    }
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     float qr[ATT_MAXE], acc[ATT_MAXE];
 #pragma unroll
     for (int u = 0; u < ATT_MAXE; u++) {
         int e = lane + 32 * u;
         qr[u] = e < hd ? qp[e] : 0.0f;
         acc[u] = 0.0f;
-    }
-    /* keys [j0, j1): all of them, or split z of `span` keys (decode, see part) */
-    int j0 = 0, j1 = nk;
-    if (part) {
-        j0 = blockIdx.z * span;
-        j1 = j0 + span < nk ? j0 + span : nk;
     }
     float m = -INFINITY, l = 0.0f;
     for (int j = j0 + w; j < j1; j += ATT_WARPS) {
@@ -283,8 +263,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         f[i] = s_l[i] > 0.0f ? expf(s_m[i] - mx) : 0.0f;
         sum += s_l[i] * f[i];
     }
-    if (part) { /* unnormalised partial result of this split: (max, sum, acc[hd]) */
-        float *pp = part + ((size_t)(r * gridDim.y + hh) * gridDim.z + blockIdx.z) * (hd + 2);
+    if (pp) {
         if (threadIdx.x == 0) {
             pp[0] = sum > 0.0f ? mx : -INFINITY;
             pp[1] = sum;
@@ -296,11 +275,93 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
         }
         return;
     }
-    float inv = nk > 0 && sum > 0.0f ? 1.0f / sum : 0.0f;
+    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     for (int e = threadIdx.x; e < hd; e += blockDim.x) {
         float a = 0.0f;
         for (int i = 0; i < ATT_WARPS; i++) a += s_acc[i][e] * f[i];
         o[e] = a * inv;
+    }
+}
+
+/*
+ * Attention for one (query row, head) per block.  Causal (lens == NULL): row r
+ * is the query at position pos0 + r, keys 0..pos0+r of kv head head/grp, rows
+ * ldk apart.  Bidirectional: row r is token r % t of sequence r / t, keys the
+ * sequence's first lens[s] tokens; rows past the length are written as zeros.
+ * With part set, block z takes keys [z * span, (z + 1) * span) and writes
+ * its partial result there (decode, see k_attn_merge).
+ */
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    k_attn(float *out, const float *q, const float *k, const float *v, int ldq, int ldk, int grp,
+           int hd, float scale, int pos0, int t, const int32_t *lens, int span, float *part)
+{
+    const int r = blockIdx.x, hh = blockIdx.y;
+    float *o = out + (size_t)r * ldq + (size_t)hh * hd;
+    const float *qp = q + (size_t)r * ldq + (size_t)hh * hd, *kp, *vp;
+    int nk;
+    if (lens) {
+        int s = r / t, i = r % t, len = lens[s];
+        len = len < 0 ? 0 : len > t ? t : len;
+        if (i >= len) {
+            for (int e = threadIdx.x; e < hd; e += blockDim.x) o[e] = 0.0f;
+            return;
+        }
+        kp = k + (size_t)s * t * ldk + (size_t)hh * hd;
+        vp = v + (size_t)s * t * ldk + (size_t)hh * hd;
+        nk = len;
+    } else {
+        int kv = hh / grp;
+        kp = k + (size_t)kv * hd;
+        vp = v + (size_t)kv * hd;
+        nk = pos0 + r + 1;
+    }
+    if (!part) {
+        attn_keys(o, NULL, qp, kp, vp, ldk, hd, scale, 0, nk);
+        return;
+    }
+    int j0 = blockIdx.z * span, j1 = j0 + span < nk ? j0 + span : nk;
+    float *pp = part + ((size_t)(r * gridDim.y + hh) * gridDim.z + blockIdx.z) * (hd + 2);
+    attn_keys(NULL, pp, qp, kp, vp, ldk, hd, scale, j0, j1);
+}
+
+/*
+ * Decode attention, one launch for a step's rows: row r (one query) attends
+ * over its own cache kcs[r], vcs[r] at positions 0..pos[r].  The grid is
+ * (rows, heads, splits) whatever the lengths, so a recorded step replays at
+ * any length: split z takes the z-th share of the row's keys (at least
+ * ATT_DEC_MIN_SPAN of them; shares past the end are empty).  With one split
+ * the result goes to out, else to part for k_attn_merge.
+ */
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+    k_attn_dec(float *out, const float *q, const float *const *kcs, const float *const *vcs,
+               const int32_t *pos, int grp, int ldk, int hd, float scale, float *part)
+{
+    const int r = blockIdx.x, hh = blockIdx.y, nsplit = gridDim.z, ldq = gridDim.y * hd;
+    const int nk = pos[r] + 1, kv = hh / grp;
+    const float *qp = q + (size_t)r * ldq + (size_t)hh * hd;
+    const float *kp = kcs[r] + (size_t)kv * hd, *vp = vcs[r] + (size_t)kv * hd;
+    if (nsplit == 1) {
+        attn_keys(out + (size_t)r * ldq + (size_t)hh * hd, NULL, qp, kp, vp, ldk, hd, scale, 0, nk);
+        return;
+    }
+    int span = (nk + nsplit - 1) / nsplit;
+    span = span < ATT_DEC_MIN_SPAN ? ATT_DEC_MIN_SPAN : span;
+    int j0 = blockIdx.z * span;
+    j0 = j0 < nk ? j0 : nk;
+    int j1 = j0 + span < nk ? j0 + span : nk;
+    float *pp = part + ((size_t)(r * gridDim.y + hh) * nsplit + blockIdx.z) * (hd + 2);
+    attn_keys(NULL, pp, qp, kp, vp, ldk, hd, scale, j0, j1);
+}
+
+/* a decode step's new keys and values into their caches: row r at pos[r] */
+__global__ void k_kv_store(float *const *kcs, float *const *vcs, const int32_t *pos,
+                           const float *kn, const float *vn, int kvd)
+{
+    const int r = blockIdx.x;
+    float *kd = kcs[r] + (size_t)pos[r] * kvd, *vd = vcs[r] + (size_t)pos[r] * kvd;
+    for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
+        kd[e] = kn[(size_t)r * kvd + e];
+        vd[e] = vn[(size_t)r * kvd + e];
     }
 }
 
@@ -357,15 +418,22 @@ __global__ void k_softmax(float *x, int d)
 /* ---- scratch and staging ------------------------------------------------ */
 
 /* grow_dev: *p to at least size bytes (doubling); waits for the stream first
- * since queued work may still read the old buffer */
+ * since queued work may still read the old buffer.  Recorded steps hold the
+ * old pointer, so they are recorded again (scratch_gen); inside a step being
+ * recorded or replayed a buffer cannot move: the step is marked bad. */
 static int grow_dev(cu_ctx *c, void **p, size_t *have, size_t size)
 {
     if (size <= *have) return DOC_OK;
+    if (c->g_mode == G_CAPTURE || c->g_mode == G_REPLAY) {
+        c->g_bad = 1;
+        return DOC_ELIMIT;
+    }
     size_t want = *have * 2 > size ? *have * 2 : size;
     if (CU_CHECK(c, cudaStreamSynchronize(c->st))) return c->err_rc;
     cudaFree(*p);
     *p = NULL;
     *have = 0;
+    c->scratch_gen++;
     if (cudaMalloc(p, want) != cudaSuccess) {
         cudaGetLastError();
         *p = NULL;
@@ -379,12 +447,41 @@ static int grow_dev(cu_ctx *c, void **p, size_t *have, size_t size)
     return DOC_OK;
 }
 
-/* stage_idx: n int32 host values onto the device (see the file comment);
- * the device pointer, or NULL with a deferred error */
-static const int32_t *stage_idx(cu_ctx *c, const void *host, size_t n)
+#define ARENA_ALIGN(b) (((b) + 15) & ~(size_t)15)
+
+/* mix: v into a step's running hash (FNV-1a over 64-bit words) */
+static uint64_t mix(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull; }
+
+/* stage_graph: stage() inside a recorded or replayed step: the next slice of
+ * the step's arena; a recording queues its copy, a replay only refills the
+ * pinned side (the recording copies it when launched) */
+static const void *stage_graph(cu_ctx *c, const void *host, size_t bytes)
 {
-    size_t bytes = n * sizeof(int32_t);
+    cu_graph *g = c->g;
+    size_t off = c->g_off;
+    c->g_off += ARENA_ALIGN(bytes);
+    c->g_hash = mix(c->g_hash, bytes);
+    if (c->g_off > g->arena) {
+        c->g_bad = 1;
+        return NULL;
+    }
+    memcpy((char *)g->host + off, host, bytes);
+    if (c->g_mode == G_CAPTURE &&
+        CU_CHECK(c, cudaMemcpyAsync((char *)g->dev + off, (char *)g->host + off, bytes,
+                                    cudaMemcpyHostToDevice, c->st))) {
+        c->g_bad = 1;
+        return NULL;
+    }
+    return (char *)g->dev + off;
+}
+
+/* stage: bytes of host data (ids, positions, pointers) onto the device (see
+ * the file comment); the device pointer, or NULL with a deferred error */
+static const void *stage(cu_ctx *c, const void *host, size_t bytes)
+{
     if (!bytes) bytes = sizeof(int32_t);
+    if (c->g_mode == G_CAPTURE || c->g_mode == G_REPLAY) return stage_graph(c, host, bytes);
+    if (c->g_mode == G_WARM) c->g_off += ARENA_ALIGN(bytes); /* the arena a recording needs */
     if (bytes > c->stage_size) {
         size_t want = bytes > 65536 ? bytes * 2 : 65536;
         if (CU_CHECK(c, cudaStreamSynchronize(c->st))) return NULL;
@@ -397,33 +494,229 @@ static const int32_t *stage_idx(cu_ctx *c, const void *host, size_t n)
             if (CU_CHECK(c, cudaMallocHost(&c->stage[i], want))) return NULL;
         c->stage_size = want;
     }
-    /* the same values as the last upload (rope's positions, layer after layer):
+    /* the same bytes as the last upload (rope's positions, layer after layer):
      * idx already holds them, or will once the queued copy has run */
-    if (n && n == c->idx_n && !memcmp(host, c->idx_host, n * sizeof(int32_t))) return c->idx;
+    if (bytes == c->idx_n && !memcmp(host, c->idx_host, bytes)) return c->idx;
     if (bytes > c->idx_size) c->idx_n = 0;
     if (grow_dev(c, (void **)&c->idx, &c->idx_size, bytes)) return NULL;
     if (bytes > c->idx_host_cap) {
-        int32_t *h = (int32_t *)realloc(c->idx_host, bytes);
+        void *h = realloc(c->idx_host, bytes);
         if (!h) {
             defer(c, DOC_ENOMEM, "cuda: out of host memory");
             return NULL;
         }
-        c->idx_host = h;
+        c->idx_host = (int32_t *)h;
         c->idx_host_cap = bytes;
     }
     int s = c->stage_next;
     c->stage_next = (s + 1) % CU_STAGE_SLOTS;
     if (CU_CHECK(c, cudaEventSynchronize(c->stage_ev[s]))) return NULL;
-    memcpy(c->stage[s], host, n * sizeof(int32_t));
-    if (CU_CHECK(c, cudaMemcpyAsync(c->idx, c->stage[s], n * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, c->st)) ||
+    memcpy(c->stage[s], host, bytes);
+    if (CU_CHECK(c, cudaMemcpyAsync(c->idx, c->stage[s], bytes, cudaMemcpyHostToDevice, c->st)) ||
         CU_CHECK(c, cudaEventRecord(c->stage_ev[s], c->st))) {
         c->idx_n = 0;
         return NULL;
     }
-    memcpy(c->idx_host, host, n * sizeof(int32_t));
-    c->idx_n = n;
+    memcpy(c->idx_host, host, bytes);
+    c->idx_n = bytes;
     return c->idx;
+}
+
+static const int32_t *stage_idx(cu_ctx *c, const void *host, size_t n)
+{
+    return (const int32_t *)stage(c, host, n * sizeof(int32_t));
+}
+
+/* pack_buf: the host scratch for an op's packed arguments, at least bytes */
+static void *pack_buf(cu_ctx *c, size_t bytes)
+{
+    if (bytes > c->pack_size) {
+        void *p = realloc(c->pack, bytes);
+        if (!p) {
+            defer(c, DOC_ENOMEM, "cuda: out of host memory");
+            return NULL;
+        }
+        c->pack = p;
+        c->pack_size = bytes;
+    }
+    return c->pack;
+}
+
+/* ---- recorded steps (CUDA graphs) ---------------------------------------
+ *
+ * graph_begin(key) .. graph_end bracket a decode step.  The first step under
+ * a key runs as usual and counts the bytes its host arrays take; the second
+ * is recorded by stream capture (its host arrays staged through the key's
+ * arena) and then launched; later ones are replayed: each op only refills its
+ * slice of the arena and mixes its arguments into a hash, and graph_end
+ * launches the recording when the hash matches the recording's, else drops
+ * it and has the caller run the step again.  A recording also goes when a
+ * scratch buffer it uses moves.  DOCENT_CUDA_GRAPHS=0 turns all this off.
+ */
+
+enum { OP_MATMUL = 1, OP_GET_ROWS, OP_RMSNORM, OP_LAYERNORM, OP_ROPE, OP_ATTN_CAUSAL,
+       OP_ATTN_BIDIR, OP_GELU, OP_SWIGLU, OP_ADD, OP_COPY, OP_SOFTMAX, OP_ATTN_DECODE };
+
+static uint64_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* rec: inside a recorded or replayed step, mix the op and its arguments into
+ * the step's hash; 1 when the op must not launch (a replay) */
+static int rec_(cu_ctx *c, std::initializer_list<uint64_t> v)
+{
+    if (c->g_mode != G_CAPTURE && c->g_mode != G_REPLAY) return 0;
+    for (uint64_t x : v) c->g_hash = mix(c->g_hash, x);
+    return c->g_mode == G_REPLAY;
+}
+#define REC(c, ...) rec_((c), {__VA_ARGS__})
+#define P(p) ((uint64_t)(uintptr_t)(p))
+
+/* outside_graph: 1 for calls that may run (not inside a recorded step) */
+static int outside_graph(cu_ctx *c, const char *what)
+{
+    if (c->g_mode != G_CAPTURE && c->g_mode != G_REPLAY) return 1;
+    c->g_bad = 1;
+    char msg[128];
+    snprintf(msg, sizeof msg, "cuda %s: not allowed inside a graph step", what);
+    defer(c, DOC_ESTATE, msg);
+    return 0;
+}
+
+static void graph_drop(cu_graph *g)
+{
+    if (!g->exec) return;
+    cudaEventSynchronize(g->done);
+    cudaGraphExecDestroy(g->exec);
+    cudaGetLastError();
+    g->exec = NULL;
+}
+
+/* graph_entry: the entry for key, made from the least recently used one */
+static cu_graph *graph_entry(cu_ctx *c, uint64_t key)
+{
+    cu_graph *g = NULL;
+    for (int i = 0; i < CU_GRAPHS; i++) {
+        cu_graph *e = &c->graphs[i];
+        if (e->valid && e->key == key) {
+            g = e;
+            break;
+        }
+        if (!g || (g->valid && (!e->valid || e->used < g->used))) g = e;
+    }
+    if (!g->valid || g->key != key) {
+        graph_drop(g);
+        if (!g->done && CU_CHECK(c, cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming)))
+            return NULL;
+        g->valid = 1;
+        g->key = key;
+        g->runs = g->fails = 0;
+        g->need = 0;
+    }
+    g->used = ++c->g_clock;
+    return g;
+}
+
+static void cu_graph_begin(llm_backend *be, uint64_t key)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!c->graphs_on || c->g_mode || use(c)) return;
+    cu_graph *g = graph_entry(c, key);
+    if (!g || g->fails >= 3) return;
+    c->g = g;
+    c->g_hash = 0xcbf29ce484222325ull;
+    c->g_off = 0;
+    c->g_bad = 0;
+    c->g_err0 = c->err_rc;
+    if (g->exec && g->gen != c->scratch_gen) graph_drop(g);
+    if (g->exec) { /* its last launch must be done with the arena before we refill it */
+        if (!CU_CHECK(c, cudaEventSynchronize(g->done))) c->g_mode = G_REPLAY;
+        return;
+    }
+    if (!g->runs) {
+        c->g_mode = G_WARM;
+        return;
+    }
+    if (g->arena < g->need) {
+        cudaFreeHost(g->host);
+        cudaFree(g->dev);
+        g->host = g->dev = NULL;
+        g->arena = 0;
+        if (cudaMallocHost(&g->host, g->need) != cudaSuccess ||
+            cudaMalloc(&g->dev, g->need) != cudaSuccess) {
+            cudaGetLastError();
+            g->fails = 3; /* no memory for it: this key stays eager */
+            return;
+        }
+        g->arena = g->need;
+    }
+    if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        g->fails++;
+        return;
+    }
+    c->g_mode = G_CAPTURE;
+}
+
+static int cu_graph_end(llm_backend *be, doc_err *err)
+{
+    cu_ctx *c = ctx_of(be);
+    int mode = c->g_mode;
+    cu_graph *g = c->g;
+    c->g_mode = G_NONE;
+    c->g = NULL;
+    if (mode == G_NONE) return DOC_OK;
+    if (mode == G_WARM) {
+        g->need = c->g_off;
+        g->runs++;
+        return DOC_OK;
+    }
+    if (mode == G_CAPTURE) {
+        cudaGraph_t graph = NULL;
+        cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+        int bad = e != cudaSuccess || c->g_bad || c->err_rc != c->g_err0;
+        if (!bad && cudaGraphInstantiate(&g->exec, graph, 0) != cudaSuccess) {
+            g->exec = NULL;
+            bad = 1;
+        }
+        if (graph) cudaGraphDestroy(graph);
+        if (bad) { /* nothing ran: the caller runs the step as usual */
+            cudaGetLastError();
+            if (!c->g_err0) c->err_rc = 0;
+            g->fails++;
+            c->n_rerun++;
+            return LLM_GRAPH_RERUN;
+        }
+        g->hash = c->g_hash;
+        g->staged = c->g_off;
+        g->gen = c->scratch_gen;
+        g->fails = 0;
+        c->n_captured++;
+    } else if (c->g_bad || c->g_hash != g->hash || c->g_off != g->staged) {
+        graph_drop(g); /* the step changed: record it again next time */
+        c->n_rerun++;
+        return LLM_GRAPH_RERUN;
+    } else {
+        c->n_replayed++;
+    }
+    g->runs++;
+    if (CU_CHECK(c, cudaGraphLaunch(g->exec, c->st)) || CU_CHECK(c, cudaEventRecord(g->done, c->st))) {
+        int rc = doc_errf(err, c->err_rc, "%s", c->err_msg);
+        c->err_rc = 0;
+        return rc;
+    }
+    return DOC_OK;
+}
+
+static void cu_describe(llm_backend *be, char *buf, size_t size)
+{
+    cu_ctx *c = ctx_of(be);
+    snprintf(buf, size, "cuda device %d, %d SMs; graphs %s: %llu recorded, %llu replayed, %llu run again",
+             c->dev, c->n_sm, c->graphs_on ? "on" : "off", (unsigned long long)c->n_captured,
+             (unsigned long long)c->n_replayed, (unsigned long long)c->n_rerun);
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -431,7 +724,7 @@ static const int32_t *stage_idx(cu_ctx *c, const void *host, size_t n)
 static float *cu_alloc(llm_backend *be, size_t n)
 {
     cu_ctx *c = ctx_of(be);
-    if (use(c) || n > SIZE_MAX / sizeof(float) - 256) return NULL;
+    if (!outside_graph(c, "alloc") || use(c) || n > SIZE_MAX / sizeof(float) - 256) return NULL;
     size_t bytes = n ? n * sizeof(float) : 256;
     void *p = NULL;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -448,7 +741,7 @@ static float *cu_alloc(llm_backend *be, size_t n)
 static void cu_release(llm_backend *be, void *p)
 {
     cu_ctx *c = ctx_of(be);
-    if (!p || use(c)) return;
+    if (!p || !outside_graph(c, "release") || use(c)) return;
     /* queued work may still use p: wait for it rather than rely on cudaFree */
     CU_CHECK(c, cudaStreamSynchronize(c->st));
     CU_CHECK(c, cudaFree(p));
@@ -522,7 +815,7 @@ static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
                         (long long)w->rows, (long long)w->cols, ti->name);
     if (!w->data) return doc_errf(err, DOC_EINVAL, "weight %s: no data", name);
     w->dev = NULL;
-    if (use(c)) goto cuda_fail;
+    if (!outside_graph(c, "weight_prepare") || use(c)) goto cuda_fail;
     {
         int bf16 = w->type == LLM_T_BF16;
         size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(uint16_t), fr = 0, tot = 0;
@@ -572,7 +865,8 @@ static void cu_weight_release(llm_backend *be, llm_weight *w)
     cu_weight *cw = (cu_weight *)w->dev;
     if (!cw) return;
     cu_ctx *c = ctx_of(be);
-    if (!use(c) && !CU_CHECK(c, cudaStreamSynchronize(c->st))) CU_CHECK(c, cudaFree(cw->d));
+    if (outside_graph(c, "weight_release") && !use(c) && !CU_CHECK(c, cudaStreamSynchronize(c->st)))
+        CU_CHECK(c, cudaFree(cw->d));
     free(cw);
     w->dev = NULL;
 }
@@ -583,6 +877,7 @@ static int cu_upload(llm_backend *be, float *dst, const float *src, size_t n)
 {
     cu_ctx *c = ctx_of(be);
     int rc;
+    if (!outside_graph(c, "upload")) return DOC_ESTATE;
     if ((rc = use(c)) ||
         (rc = CU_CHECK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->st))) ||
         (rc = CU_CHECK(c, cudaStreamSynchronize(c->st))))
@@ -594,6 +889,7 @@ static int cu_download(llm_backend *be, float *dst, const float *src, size_t n)
 {
     cu_ctx *c = ctx_of(be);
     int rc;
+    if (!outside_graph(c, "download")) return DOC_ESTATE;
     if ((rc = use(c)) ||
         (rc = CU_CHECK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->st))) ||
         (rc = CU_CHECK(c, cudaStreamSynchronize(c->st))))
@@ -615,6 +911,7 @@ static void cu_matmul(llm_backend *be, float *y, const float *x, const llm_weigh
     }
     int m = (int)w->rows, k = (int)w->cols;
     size_t nx = (size_t)n * k;
+    if (REC(c, OP_MATMUL, P(y), P(x), P(cw), P(bias), (uint64_t)n)) return;
     if (grow_dev(c, &c->xh, &c->xh_size, nx * sizeof(uint16_t))) return;
     if (cw->bf16) k_to_bf16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__nv_bfloat16 *)c->xh, x, nx);
     else k_to_f16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__half *)c->xh, x, nx);
@@ -649,7 +946,7 @@ static void cu_get_rows(llm_backend *be, float *out, const llm_weight *emb, cons
             break; /* the kernel writes zeros for it */
         }
     const int32_t *d = stage_idx(c, ids, (size_t)n);
-    if (!d) return;
+    if (!d || REC(c, OP_GET_ROWS, P(out), P(cw), (uint64_t)n)) return;
     k_get_rows<<<n, 256, 0, c->st>>>(out, cw->d, cw->bf16, d, emb->rows, emb->cols);
     LAUNCHED(c);
 }
@@ -658,7 +955,8 @@ static void cu_rmsnorm(llm_backend *be, float *out, const float *x, const float 
                        float eps)
 {
     cu_ctx *c = ctx_of(be);
-    if (n <= 0 || use(c)) return;
+    if (n <= 0 || use(c) || REC(c, OP_RMSNORM, P(out), P(x), P(w), (uint64_t)n, (uint64_t)d, fbits(eps)))
+        return;
     k_rmsnorm<<<n, NORM_THREADS, 0, c->st>>>(out, x, w, d, eps);
     LAUNCHED(c);
 }
@@ -667,7 +965,9 @@ static void cu_layernorm(llm_backend *be, float *out, const float *x, const floa
                          const float *b, int n, int d, float eps)
 {
     cu_ctx *c = ctx_of(be);
-    if (n <= 0 || use(c)) return;
+    if (n <= 0 || use(c) ||
+        REC(c, OP_LAYERNORM, P(out), P(x), P(w), P(b), (uint64_t)n, (uint64_t)d, fbits(eps)))
+        return;
     k_layernorm<<<n, NORM_THREADS, 0, c->st>>>(out, x, w, b, d, eps);
     LAUNCHED(c);
 }
@@ -678,7 +978,8 @@ static void cu_rope(llm_backend *be, float *x, int n, int h, int hd, const int32
     cu_ctx *c = ctx_of(be);
     if (n <= 0 || use(c)) return;
     const int32_t *d = stage_idx(c, pos, (size_t)n);
-    if (!d) return;
+    if (!d || REC(c, OP_ROPE, P(x), (uint64_t)n, (uint64_t)h, (uint64_t)hd, fbits(theta), (uint64_t)neox))
+        return;
     size_t total = (size_t)n * h * (hd / 2);
     k_rope<<<ew_blocks(total), EW_THREADS, 0, c->st>>>(x, n, h, hd, d, theta, neox);
     LAUNCHED(c);
@@ -688,7 +989,10 @@ static void cu_attn_causal(llm_backend *be, float *out, const float *q, const fl
                            const float *vc, int n, int pos0, int h, int g, int hd, float scale)
 {
     cu_ctx *c = ctx_of(be);
-    if (n <= 0 || use(c)) return;
+    if (n <= 0 || use(c) ||
+        REC(c, OP_ATTN_CAUSAL, P(out), P(q), P(kc), P(vc), (uint64_t)n, (uint64_t)pos0, (uint64_t)h,
+            (uint64_t)g, (uint64_t)hd, fbits(scale)))
+        return;
     if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535) {
         defer(c, DOC_EINVAL, "cuda attn_causal: heads not a multiple of kv heads, or head dim > 256");
         CU_CHECK(c, cudaMemsetAsync(out, 0, (size_t)n * h * hd * sizeof(float), c->st));
@@ -719,6 +1023,55 @@ static void cu_attn_causal(llm_backend *be, float *out, const float *q, const fl
     LAUNCHED(c);
 }
 
+/* dec_splits: key splits per (row, head) so a decode step of n rows has
+ * about two blocks per SM */
+static int dec_splits(const cu_ctx *c, int n, int h)
+{
+    int rows = n * h, want = 2 * (c->n_sm > 0 ? c->n_sm : 1);
+    int s = (want + rows - 1) / rows;
+    return s < 1 ? 1 : s > ATT_DEC_MAX_SPLITS ? ATT_DEC_MAX_SPLITS : s;
+}
+
+static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *const *kc,
+                           float *const *vc, const int32_t *pos, const float *kn, const float *vn,
+                           int n, int h, int g, int hd, float scale)
+{
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || use(c)) return;
+    if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535 || n > 65535) {
+        defer(c, DOC_EINVAL, "cuda attn_decode: heads not a multiple of kv heads, or head dim > 256");
+        return;
+    }
+    /* one staged block: the rows' key caches, value caches, positions */
+    size_t pb = (size_t)n * sizeof(float *);
+    char *pk = (char *)pack_buf(c, 2 * pb + (size_t)n * sizeof(int32_t));
+    if (!pk) return;
+    memcpy(pk, kc, pb);
+    memcpy(pk + pb, vc, pb);
+    memcpy(pk + 2 * pb, pos, (size_t)n * sizeof(int32_t));
+    const char *d = (const char *)stage(c, pk, 2 * pb + (size_t)n * sizeof(int32_t));
+    int nsplit = dec_splits(c, n, h);
+    if (!d || REC(c, OP_ATTN_DECODE, P(out), P(q), P(kn), P(vn), (uint64_t)n, (uint64_t)h,
+                  (uint64_t)g, (uint64_t)hd, fbits(scale), (uint64_t)nsplit))
+        return;
+    float *const *dk = (float *const *)d, *const *dv = (float *const *)(d + pb);
+    const int32_t *dp = (const int32_t *)(d + 2 * pb);
+    if (nsplit > 1 &&
+        grow_dev(c, &c->att, &c->att_size, (size_t)n * h * nsplit * (hd + 2) * sizeof(float)))
+        return;
+    if (kn) {
+        k_kv_store<<<n, 256, 0, c->st>>>(dk, dv, dp, kn, vn, g * hd);
+        if (LAUNCHED(c)) return;
+    }
+    k_attn_dec<<<dim3((unsigned)n, (unsigned)h, (unsigned)nsplit), ATT_WARPS * 32, 0, c->st>>>(
+        out, q, (const float *const *)dk, (const float *const *)dv, dp, h / g, g * hd, hd, scale,
+        nsplit > 1 ? (float *)c->att : NULL);
+    if (LAUNCHED(c) || nsplit == 1) return;
+    k_attn_merge<<<dim3((unsigned)n, (unsigned)h), 128, 0, c->st>>>(out, (const float *)c->att,
+                                                                    h * hd, hd, nsplit);
+    LAUNCHED(c);
+}
+
 static void cu_attn_bidir(llm_backend *be, float *out, const float *q, const float *k,
                           const float *v, int b, int t, int h, int hd, const int *lens,
                           float scale)
@@ -731,7 +1084,9 @@ static void cu_attn_bidir(llm_backend *be, float *out, const float *q, const flo
         return;
     }
     const int32_t *d = stage_idx(c, lens, (size_t)b);
-    if (!d) return;
+    if (!d || REC(c, OP_ATTN_BIDIR, P(out), P(q), P(k), P(v), (uint64_t)b, (uint64_t)t, (uint64_t)h,
+                  (uint64_t)hd, fbits(scale)))
+        return;
     dim3 grid((unsigned)(b * t), (unsigned)h);
     k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, k, v, h * hd, h * hd, 1, hd, scale, 0, t, d,
                                                0, NULL);
@@ -741,7 +1096,7 @@ static void cu_attn_bidir(llm_backend *be, float *out, const float *q, const flo
 static void cu_gelu(llm_backend *be, float *x, size_t n)
 {
     cu_ctx *c = ctx_of(be);
-    if (!n || use(c)) return;
+    if (!n || use(c) || REC(c, OP_GELU, P(x), (uint64_t)n)) return;
     k_gelu<<<ew_blocks(n), EW_THREADS, 0, c->st>>>(x, n);
     LAUNCHED(c);
 }
@@ -749,7 +1104,7 @@ static void cu_gelu(llm_backend *be, float *x, size_t n)
 static void cu_swiglu(llm_backend *be, float *out, const float *gate, const float *up, size_t n)
 {
     cu_ctx *c = ctx_of(be);
-    if (!n || use(c)) return;
+    if (!n || use(c) || REC(c, OP_SWIGLU, P(out), P(gate), P(up), (uint64_t)n)) return;
     k_swiglu<<<ew_blocks(n), EW_THREADS, 0, c->st>>>(out, gate, up, n);
     LAUNCHED(c);
 }
@@ -757,7 +1112,7 @@ static void cu_swiglu(llm_backend *be, float *out, const float *gate, const floa
 static void cu_add(llm_backend *be, float *y, const float *a, const float *b, size_t n)
 {
     cu_ctx *c = ctx_of(be);
-    if (!n || use(c)) return;
+    if (!n || use(c) || REC(c, OP_ADD, P(y), P(a), P(b), (uint64_t)n)) return;
     k_add<<<ew_blocks(n), EW_THREADS, 0, c->st>>>(y, a, b, n);
     LAUNCHED(c);
 }
@@ -765,14 +1120,14 @@ static void cu_add(llm_backend *be, float *y, const float *a, const float *b, si
 static void cu_copy(llm_backend *be, float *dst, const float *src, size_t n)
 {
     cu_ctx *c = ctx_of(be);
-    if (!n || dst == src || use(c)) return;
+    if (!n || dst == src || use(c) || REC(c, OP_COPY, P(dst), P(src), (uint64_t)n)) return;
     CU_CHECK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, c->st));
 }
 
 static void cu_softmax(llm_backend *be, float *x, int n, int d)
 {
     cu_ctx *c = ctx_of(be);
-    if (n <= 0 || d <= 0 || use(c)) return;
+    if (n <= 0 || d <= 0 || use(c) || REC(c, OP_SOFTMAX, P(x), (uint64_t)n, (uint64_t)d)) return;
     k_softmax<<<n, NORM_THREADS, 0, c->st>>>(x, d);
     LAUNCHED(c);
 }
@@ -782,7 +1137,7 @@ static void cu_softmax(llm_backend *be, float *x, int n, int d)
 static int cu_sync(llm_backend *be, doc_err *err)
 {
     cu_ctx *c = ctx_of(be);
-    if (!use(c)) CU_CHECK(c, cudaStreamSynchronize(c->st));
+    if (outside_graph(c, "sync") && !use(c)) CU_CHECK(c, cudaStreamSynchronize(c->st));
     int rc = c->err_rc;
     if (rc) {
         doc_errf(err, rc, "%s", c->err_msg);
@@ -806,6 +1161,14 @@ static void ctx_free(cu_ctx *c)
     cudaFree(c->idx);
     cudaFree(c->att);
     free(c->idx_host);
+    free(c->pack);
+    for (int i = 0; i < CU_GRAPHS; i++) {
+        cu_graph *g = &c->graphs[i];
+        if (g->exec) cudaGraphExecDestroy(g->exec);
+        if (g->done) cudaEventDestroy(g->done);
+        if (g->host) cudaFreeHost(g->host);
+        cudaFree(g->dev);
+    }
     if (c->st) cudaStreamDestroy(c->st);
     cudaGetLastError();
     free(c);
@@ -839,7 +1202,10 @@ static const llm_backend_i cu_iface = {
     cu_softmax,
     cu_sync,
     cu_destroy,
-    NULL, /* attn_decode: llama.c runs attn_causal per sequence */
+    cu_attn_decode,
+    cu_graph_begin,
+    cu_graph_end,
+    cu_describe,
 };
 
 /* docent_cuda_backend_new: the entry point llm_cuda_backend_new (llm/model.c)
@@ -893,6 +1259,11 @@ int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
     for (int i = 0; i < CU_STAGE_SLOTS; i++)
         if (CU_CHECK(c, cudaEventCreateWithFlags(&c->stage_ev[i], cudaEventDisableTiming))) goto fail;
     c->reserve = c->total / 20 > RESERVE_MIN ? c->total / 20 : RESERVE_MIN;
+    if (CU_CHECK(c, cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device))) goto fail;
+    {
+        const char *gr = getenv("DOCENT_CUDA_GRAPHS");
+        c->graphs_on = !(gr && *gr == '0');
+    }
     be->i = &cu_iface;
     be->ctx = c;
     *out = be;

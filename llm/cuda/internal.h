@@ -31,6 +31,27 @@ typedef struct cu_weight {
     size_t bytes;
 } cu_weight;
 
+#define CU_GRAPHS 64 /* recorded decode steps kept (one per batch size) */
+
+enum { G_NONE, G_WARM, G_CAPTURE, G_REPLAY }; /* cu_ctx.g_mode inside a graph step */
+
+/* a recorded step (graph_begin's key): the CUDA graph and the arena its host
+ * arrays are staged through (a pinned copy and its device image, at the same
+ * offsets, in call order) */
+typedef struct cu_graph {
+    uint64_t key, used; /* used: the step clock at the last use (LRU) */
+    int valid;          /* the entry holds a key */
+    int runs;           /* steps run under the key */
+    int fails;          /* failed recordings in a row; 3 and the key stays eager */
+    cudaGraphExec_t exec;
+    uint64_t hash;      /* of the ops recorded, checked on every replay */
+    size_t staged;      /* arena bytes the recording used */
+    unsigned gen;       /* cu_ctx.scratch_gen at recording */
+    void *host, *dev;   /* the arena */
+    size_t arena, need; /* its size; bytes the first (eager) run staged */
+    cudaEvent_t done;   /* recorded after the last launch */
+} cu_graph;
+
 typedef struct cu_ctx {
     int dev;
     cudaStream_t st;
@@ -52,6 +73,20 @@ typedef struct cu_ctx {
     size_t free_at_open, total; /* bytes, from cudaMemGetInfo at creation */
     size_t reserve;             /* bytes weight_prepare leaves free for activations */
     int smem_max;               /* opt-in shared memory per block */
+    int n_sm;                   /* streaming multiprocessors */
+    void *pack;                 /* host scratch for packing op arguments */
+    size_t pack_size;
+    unsigned scratch_gen;       /* bumped when a scratch buffer moves (graphs hold pointers) */
+    int graphs_on;              /* DOCENT_CUDA_GRAPHS != 0 */
+    cu_graph graphs[CU_GRAPHS];
+    uint64_t g_clock;
+    int g_mode;                 /* G_*: the open graph step's mode */
+    cu_graph *g;                /* its entry */
+    uint64_t g_hash;            /* of the ops so far */
+    size_t g_off;               /* arena bytes staged so far (G_WARM: counted) */
+    int g_bad;                  /* the step cannot be recorded / replayed as it is */
+    int g_err0;                 /* err_rc when the step began */
+    uint64_t n_captured, n_replayed, n_rerun;
     int err_rc;                 /* deferred error for sync() */
     char err_msg[320];
 } cu_ctx;

@@ -28,6 +28,7 @@ Also runs on a CPU machine for a dry run (--device cpu --backend cpu --quick).
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,8 +62,9 @@ def fail(msg):
     log("MISMATCH:", msg)
 
 
-def probe(args, *cmd):
+def probe(args, *cmd, extra_env=None):
     env = dict(os.environ)
+    env.update(extra_env or {})
     if os.environ.get("DOCENT_LD_PATH"):  # check.sh: the libraries carried for docent's binaries
         env["LD_LIBRARY_PATH"] = os.environ["DOCENT_LD_PATH"]
     r = subprocess.run([args.probe, *map(str, cmd)], capture_output=True, text=True, env=env)
@@ -211,6 +213,20 @@ def decoder_case(args, shape, res, bw):
         if r:
             case["decode_tok_s"] = r["decode_tok_s"]
             case["decode_bw_frac"] = r["decode_tok_s"] * wbytes / bw if bw else None
+            case["backend_info"] = r.get("backend_info", "")
+            # CUDA: the decode steps must have been replayed as graphs, and
+            # give the same tokens as the same run without graphs
+            if args.backend == "cuda":
+                m = re.search(r"(\d+) replayed", case["backend_info"])
+                if not m or int(m.group(1)) == 0:
+                    fail(f"{shape}: decode steps were not replayed as CUDA graphs ({case['backend_info']})")
+                r0 = probe(args, "decode", d, args.backend, ids_file, steps, lg_file,
+                           extra_env={"DOCENT_CUDA_GRAPHS": "0"})
+                if r0:
+                    case["decode_nograph_tok_s"] = r0["decode_tok_s"]
+                    if r0["tokens"] != r["tokens"]:
+                        k = next(i for i, (a, b) in enumerate(zip(r["tokens"], r0["tokens"])) if a != b)
+                        fail(f"{shape}: greedy token {k} differs with CUDA graphs on and off")
         # continuous batching: B sequences per decode step; the first step's rows
         # must equal the same sessions stepped alone
         for b in ((1, 8) if args.quick else (1, 8, 32, 64)):
@@ -315,14 +331,14 @@ def main():
     if args.minilm:
         encoder_case(args, res)
     res["failures"] = FAILS
-    log("\n%-14s %9s %9s %8s %9s %9s %9s %11s %11s" % (
-        "decoder", "logit cos", "tokens", "dec t/s", "HF t/s", "bw frac", "pf512 t/s", "pf2048 ms", "pf2048 flop"))
+    log("\n%-14s %9s %9s %8s %8s %9s %9s %9s %11s %11s" % (
+        "decoder", "logit cos", "tokens", "dec t/s", "no graph", "HF t/s", "bw frac", "pf512 t/s", "pf2048 ms", "pf2048 flop"))
     for c in res["decoders"]:
         def g(k, f="%.1f"):
             return f % c[k] if c.get(k) is not None else "-"
-        log("%-14s %9s %9s %8s %9s %9s %9s %11s %11s" % (
+        log("%-14s %9s %9s %8s %8s %9s %9s %9s %11s %11s" % (
             c["shape"], g("logits_cos", "%.5f"), "%s/32" % c.get("tokens_same", "-"), g("decode_tok_s"),
-            g("hf_decode_tok_s"), g("decode_bw_frac", "%.2f"), g("prefill512_tok_s", "%.0f"),
+            g("decode_nograph_tok_s"), g("hf_decode_tok_s"), g("decode_bw_frac", "%.2f"), g("prefill512_tok_s", "%.0f"),
             g("prefill2048_ms", "%.2f"), g("prefill2048_flop_frac", "%.3f")))
     log("\n%-14s %10s %10s %10s %10s %9s %12s" % (
         "decoder", "B=1 t/s", "B=8 t/s", "B=32 t/s", "B=64 t/s", "64 vs 1", "batch diff"))

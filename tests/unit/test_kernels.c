@@ -426,13 +426,30 @@ static void test_attn_decode(void **state)
             for (int nth = 1; nth <= 4; nth += 3) {
                 llm_backend *be = make_be(isa, nth);
                 float *out = be->i->alloc(be, (size_t)N * H * hd), *one = be->i->alloc(be, (size_t)H * hd);
-                be->i->attn_decode(be, out, q, (const float *const *)kc, (const float *const *)vc, p32, N, H,
-                                   G, hd, scale);
+                be->i->attn_decode(be, out, q, kc, vc, p32, NULL, NULL, N, H, G, hd, scale);
                 close_or_fail("attn_decode", isa, out, ref, (size_t)N * H * hd, 1e-5, 1e-6);
                 for (int i = 0; i < N; i++) {
                     be->i->attn_causal(be, one, q + (size_t)i * H * hd, kc[i], vc[i], 1, pos[i], H, G, hd, scale);
                     assert_memory_equal(one, out + (size_t)i * H * hd, (size_t)H * hd * sizeof(float));
                 }
+                /* with the new keys and values passed in: stored at pos[i] first */
+                float *kn = malloc((size_t)N * kvd * sizeof(float)), *vn = malloc((size_t)N * kvd * sizeof(float));
+                float *out2 = be->i->alloc(be, (size_t)N * H * hd);
+                assert_true(kn && vn && out2);
+                for (int i = 0; i < N; i++) {
+                    memcpy(kn + i * kvd, kc[i] + (size_t)pos[i] * kvd, kvd * sizeof(float));
+                    memcpy(vn + i * kvd, vc[i] + (size_t)pos[i] * kvd, kvd * sizeof(float));
+                    for (size_t e = 0; e < kvd; e++) kc[i][(size_t)pos[i] * kvd + e] = vc[i][(size_t)pos[i] * kvd + e] = NAN;
+                }
+                be->i->attn_decode(be, out2, q, kc, vc, p32, kn, vn, N, H, G, hd, scale);
+                assert_memory_equal(out2, out, (size_t)N * H * hd * sizeof(float));
+                for (int i = 0; i < N; i++) {
+                    assert_memory_equal(kc[i] + (size_t)pos[i] * kvd, kn + i * kvd, kvd * sizeof(float));
+                    assert_memory_equal(vc[i] + (size_t)pos[i] * kvd, vn + i * kvd, kvd * sizeof(float));
+                }
+                be->i->release(be, out2);
+                free(kn);
+                free(vn);
                 be->i->release(be, out);
                 be->i->release(be, one);
                 llm_backend_free(&be);
