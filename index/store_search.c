@@ -73,10 +73,25 @@ static int cmp_cand_pos(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
+/* rank_cmp: a leg's ranks, 0 (absent) after any rank */
+static int rank_cmp(int a, int b)
+{
+    if (a == b) return 0;
+    if (!a || !b) return a ? -1 : 1;
+    return a < b ? -1 : 1;
+}
+
+/* passages by fused score; RRF ties are common (dense rank r alone scores as
+ * BM25 rank r alone, ranks (3, 5) as (5, 3)) and go to the better dense rank,
+ * then BM25 rank, so the order never depends on chunk ids (which hash the
+ * document's path) */
 static int cmp_hit(const void *a, const void *b)
 {
     const idx_hit *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    int c = rank_cmp(x->dense_rank, y->dense_rank);
+    if (!c) c = rank_cmp(x->bm25_rank, y->bm25_rank);
+    if (c) return c;
     return (x->chunk_id > y->chunk_id) - (x->chunk_id < y->chunk_id);
 }
 

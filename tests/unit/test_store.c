@@ -523,6 +523,20 @@ static void test_search(void **state)
     assert_int_equal(h[0].chunk_id, 201);
     assert_true(fabs(h[0].score - 2.0 / 61) < 1e-12);
     idx_hits_free(&h, n);
+    /* an RRF tie (dense rank 1 alone, BM25 rank 1 alone) goes to the dense hit,
+     * whichever chunk id is lower */
+    idx_search_opts o1 = {.k = 2, .n_dense = 1, .n_bm25 = 1, .merge_adjacent = -1};
+    assert_int_equal(idx_search(s, va, "oranges", &o1, &h, &n), DOC_OK);
+    assert_int_equal(n, 2);
+    assert_true(h[0].score == h[1].score);
+    assert_int_equal(h[0].chunk_id, 100);
+    assert_int_equal(h[1].chunk_id, 201);
+    idx_hits_free(&h, n);
+    assert_int_equal(idx_search(s, vb + DIM, "apples", &o1, &h, &n), DOC_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(h[0].chunk_id, 201);
+    assert_int_equal(h[1].chunk_id, 103);
+    idx_hits_free(&h, n);
 
     /* FTS5 syntax is read as words */
     const char *hostile[] = {
