@@ -132,6 +132,15 @@ typedef struct llm_backend_i {
      * without graph_begin. */
     void (*graph_begin)(llm_backend *be, uint64_t key);
     int (*graph_end)(llm_backend *be, doc_err *err);
+    /* pick_greedy: row i of logits (n, vocab) gets the repetition penalty
+     * pen[i] over the ids recent[i * rmax ..][0 .. nrec[i]) (each distinct id
+     * once: a positive logit divided by it, a negative one multiplied; none
+     * when it is 1 or <= 0), then its first maximum goes to ids[i].  The
+     * logits are modified.  recent, nrec, pen and ids are host arrays; ids are
+     * written when it returns DOC_OK (it waits for the device). */
+    int (*pick_greedy)(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
+                       const int32_t *recent, const int32_t *nrec, int rmax, const float *pen,
+                       doc_err *err);
     /* describe: one line of the backend's counters (graphs recorded, replayed) */
     void (*describe)(llm_backend *be, char *buf, size_t size);
 } llm_backend_i;

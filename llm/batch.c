@@ -29,10 +29,8 @@
 
 typedef struct breq {
     struct breq *next;
-    llm_session *s;
-    int32_t id;
-    float *logits;
-    double since; /* when it was queued */
+    llm_step_row row; /* the session, its token, and what comes back */
+    double since;     /* when it was queued */
     int done, rc;
     doc_err err;
 } breq;
@@ -47,9 +45,7 @@ struct llm_batcher {
     int pending;
     int stepping; /* a thread is running a step */
     uint64_t steps, tokens;
-    llm_session **ss; /* (max) the step being run */
-    int32_t *ids;
-    float *logits; /* (max, vocab) */
+    llm_step_row *rows; /* (max) the step being run */
 };
 
 int llm_model_set_parallel(llm_model *m, int n, doc_err *err)
@@ -61,17 +57,8 @@ int llm_model_set_parallel(llm_model *m, int n, doc_err *err)
     if (m->batcher) return doc_errf(err, DOC_ESTATE, "%s: parallel generation is already set", m->src.path);
     if (n == 1) return DOC_OK;
     llm_batcher *b = calloc(1, sizeof *b);
-    if (b) {
-        b->ss = calloc((size_t)n, sizeof *b->ss);
-        b->ids = calloc((size_t)n, sizeof *b->ids);
-        b->logits = malloc((size_t)n * m->hp.n_vocab * sizeof *b->logits);
-    }
-    if (!b || !b->ss || !b->ids || !b->logits) {
-        if (b) {
-            free(b->ss);
-            free(b->ids);
-            free(b->logits);
-        }
+    if (b) b->rows = calloc((size_t)n, sizeof *b->rows);
+    if (!b || !b->rows) {
         free(b);
         return doc_errf(err, DOC_ENOMEM, "out of memory for a batch of %d", n);
     }
@@ -95,9 +82,7 @@ void batch_free(llm_model *m)
     pthread_mutex_destroy(&b->mu);
     pthread_mutex_destroy(&b->exec);
     pthread_cond_destroy(&b->cv);
-    free(b->ss);
-    free(b->ids);
-    free(b->logits);
+    free(b->rows);
     free(b);
     m->batcher = NULL;
 }
@@ -156,8 +141,7 @@ static void lead(llm_model *m)
         breq *r = b->head;
         b->head = r->next;
         batch[n] = r;
-        b->ss[n] = r->s;
-        b->ids[n] = r->id;
+        b->rows[n] = r->row;
         n++;
     }
     if (!b->head) b->tail = &b->head;
@@ -167,11 +151,10 @@ static void lead(llm_model *m)
 
     doc_err err = {0};
     pthread_mutex_lock(&b->exec);
-    int rc = llm_sessions_step(b->ss, b->ids, n, b->logits, &err);
+    int rc = llm_sessions_step_rows(b->rows, n, &err);
     pthread_mutex_unlock(&b->exec);
-    size_t nv = (size_t)m->hp.n_vocab;
-    for (int i = 0; i < n; i++) {
-        if (!rc) memcpy(batch[i]->logits, b->logits + i * nv, nv * sizeof(float));
+    for (int i = 0; i < n; i++) { /* logits went straight to each owner's buffer */
+        batch[i]->row.next = b->rows[i].next;
         batch[i]->rc = rc;
         if (rc) batch[i]->err = err;
     }
@@ -199,11 +182,19 @@ static void advance(llm_model *m)
     else wait_until(b, until);
 }
 
-int batch_decode(llm_model *m, llm_session *s, int32_t id, float *logits, doc_err *err)
+int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, float *logits,
+                 int32_t *next, doc_err *err)
 {
     llm_batcher *b = m->batcher;
-    if (!b) return llm_session_eval(s, &id, 1, 0, logits, err);
-    breq r = {.s = s, .id = id, .logits = logits, .since = mono_now()};
+    breq r = {.row = {.s = s, .id = id}, .since = mono_now()};
+    if (!sampler_greedy(smp, &r.row.recent, &r.row.n_recent, &r.row.penalty))
+        r.row.logits = logits;
+    int rc;
+    if (!b) {
+        rc = llm_sessions_step_rows(&r.row, 1, err);
+        if (!rc) *next = r.row.logits ? sampler_pick(smp, logits) : r.row.next;
+        return rc;
+    }
     pthread_mutex_lock(&b->mu);
     *b->tail = &r;
     b->tail = &r.next;
@@ -212,6 +203,7 @@ int batch_decode(llm_model *m, llm_session *s, int32_t id, float *logits, doc_er
     while (!r.done) advance(m);
     pthread_mutex_unlock(&b->mu);
     if (r.rc && err) *err = r.err;
+    if (!r.rc) *next = r.row.logits ? sampler_pick(smp, logits) : r.row.next;
     return r.rc;
 }
 

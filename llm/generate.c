@@ -322,8 +322,8 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
         st.stop_reason = LLM_STOP_LENGTH;
         batch_join(m, 1);
         joined = 1;
+        int32_t id = s.max_tokens > 0 ? sampler_pick(smp, logits) : 0;
         for (int i = 0; i < s.max_tokens; i++) {
-            int32_t id = sampler_pick(smp, logits);
             if (is_eog(m, id)) {
                 st.stop_reason = LLM_STOP_EOS;
                 break;
@@ -336,7 +336,8 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
                 st.stop_reason = LLM_STOP_CONTEXT;
                 break;
             }
-            if ((rc = batch_decode(m, sess, id, logits, err))) goto done;
+            /* the next id: on the backend when greedy (a GPU sends back only ids) */
+            if ((rc = batch_decode(m, sess, id, smp, logits, &id, err))) goto done;
         }
     }
     st.t_gen = time_now() - t1;

@@ -286,17 +286,67 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
     op->matmul(be, s->logits, s->xb, &m->output, NULL, n); /* (n, vocab) */
 }
 
-int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
-                      doc_err *err)
+/* step_picks: the greedy picks of the rows without a logits buffer, from
+ * the step's logits (n rows of m->step->logits); on the backend when it
+ * picks, else on the host one row at a time */
+static int step_picks(llm_model *m, llm_step_row *rows, int n, doc_err *err)
+{
+    llm_backend *be = m->be;
+    const int nv = m->hp.n_vocab;
+    float *lg = m->step->logits;
+    int rc = DOC_OK;
+    if (!be->i->pick_greedy) {
+        float *row = malloc((size_t)nv * sizeof *row);
+        if (!row) return doc_errf(err, DOC_ENOMEM, "out of memory");
+        for (int i = 0; i < n && !rc; i++) {
+            if (rows[i].logits) continue;
+            rc = be->i->download(be, row, lg + (size_t)i * nv, (size_t)nv);
+            if (rc) rc = doc_errf(err, rc, "logits download failed");
+            else rows[i].next = greedy_pick(row, nv, rows[i].recent, rows[i].n_recent, rows[i].penalty);
+        }
+        free(row);
+        return rc;
+    }
+    int rmax = 0;
+    for (int i = 0; i < n; i++)
+        if (!rows[i].logits && rows[i].n_recent > rmax) rmax = rows[i].n_recent;
+    int32_t *recent = malloc(((size_t)n * (rmax ? rmax : 1) + 2 * (size_t)n) * sizeof *recent);
+    float *pen = malloc((size_t)n * sizeof *pen);
+    if (!recent || !pen) {
+        free(recent);
+        free(pen);
+        return doc_errf(err, DOC_ENOMEM, "out of memory");
+    }
+    int32_t *nrec = recent + (size_t)n * (rmax ? rmax : 1), *next = nrec + n;
+    for (int i = 0; i < n; i++) { /* rows that return logits are picked too, unpenalised */
+        int k = rows[i].logits ? 0 : rows[i].n_recent;
+        if (k) memcpy(recent + (size_t)i * rmax, rows[i].recent, (size_t)k * sizeof *recent);
+        nrec[i] = k;
+        pen[i] = rows[i].logits ? 1.0f : rows[i].penalty;
+    }
+    rc = be->i->pick_greedy(be, next, lg, n, nv, recent, nrec, rmax, pen, err);
+    for (int i = 0; i < n && !rc; i++)
+        if (!rows[i].logits) rows[i].next = next[i];
+    free(recent);
+    free(pen);
+    return rc;
+}
+
+int llm_sessions_step_rows(llm_step_row *rows, int n, doc_err *err)
 {
     if (n <= 0 || n > UBATCH)
         return doc_errf(err, DOC_EINVAL, "a decode step takes 1 to %d sessions, not %d", UBATCH, n);
-    llm_model *m = ss[0]->m;
+    llm_model *m = rows[0].s->m;
     const llm_hparams *hp = &m->hp;
+    const size_t nv = (size_t)hp->n_vocab;
     if ((size_t)n * hp->n_head_kv * hp->head_dim > (size_t)UBATCH * hp->n_ff)
         return doc_errf(err, DOC_EUNSUPPORTED, "%s: kv width %d exceeds the ffn width %d",
                         m->src.path, hp->n_head_kv * hp->head_dim, hp->n_ff);
+    llm_session *ss[UBATCH];
+    int32_t ids[UBATCH];
     for (int i = 0; i < n; i++) {
+        ss[i] = rows[i].s;
+        ids[i] = rows[i].id;
         if (ss[i]->m != m)
             return doc_errf(err, DOC_EINVAL, "decode step: session %d belongs to another model", i);
         for (int j = 0; j < i; j++)
@@ -309,6 +359,9 @@ int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *
         if (ids[i] < 0 || ids[i] >= hp->n_vocab)
             return doc_errf(err, DOC_EINVAL, "token id %d at %d is outside the vocabulary (%d)",
                             ids[i], i, hp->n_vocab);
+        if (!rows[i].logits && rows[i].n_recent && !rows[i].recent)
+            return doc_errf(err, DOC_EINVAL, "decode step: row %d has %d recent ids but no array", i,
+                            rows[i].n_recent);
     }
     llm_backend *be = m->be;
     int rc;
@@ -326,11 +379,34 @@ int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *
     } else {
         forward_step(ss, ids, n);
     }
-    rc = be->i->download(be, logits, m->step->logits, (size_t)n * hp->n_vocab);
-    if (rc) return doc_errf(err, rc, "logits download failed");
+    /* logits where asked for, runs of adjacent rows in one copy */
+    int picks = 0;
+    for (int i = 0; i < n;) {
+        if (!rows[i].logits) {
+            picks++, i++;
+            continue;
+        }
+        int j = i + 1;
+        while (j < n && rows[j].logits == rows[j - 1].logits + nv) j++;
+        rc = be->i->download(be, rows[i].logits, m->step->logits + i * nv, (size_t)(j - i) * nv);
+        if (rc) return doc_errf(err, rc, "logits download failed");
+        i = j;
+    }
+    if (picks && (rc = step_picks(m, rows, n, err))) return rc;
     if ((rc = be->i->sync(be, err))) return rc;
     for (int i = 0; i < n; i++) ss[i]->pos++;
     return DOC_OK;
+}
+
+int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
+                      doc_err *err)
+{
+    if (n <= 0 || n > UBATCH)
+        return doc_errf(err, DOC_EINVAL, "a decode step takes 1 to %d sessions, not %d", UBATCH, n);
+    llm_step_row rows[UBATCH];
+    size_t nv = (size_t)ss[0]->m->hp.n_vocab;
+    for (int i = 0; i < n; i++) rows[i] = (llm_step_row){.s = ss[i], .id = ids[i], .logits = logits + i * nv};
+    return llm_sessions_step_rows(rows, n, err);
 }
 
 int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *logits,

@@ -208,6 +208,20 @@ int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *
  * 0, ...), and far cheaper than them: the weights are read once per step. */
 int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
                       doc_err *err);
+/* llm_step_row: one row of llm_sessions_step_rows */
+typedef struct llm_step_row {
+    llm_session *s;
+    int32_t id;     /* the token appended to s */
+    float *logits;  /* out: s's next-token logits (n_vocab); NULL: pick greedily instead */
+    const int32_t *recent; /* the greedy pick: a repetition penalty over these ids (each */
+    int n_recent;          /* distinct id once: a positive logit divided by penalty, */
+    float penalty;         /* a negative one multiplied; 1: none), then the first maximum */
+    int32_t next;          /* out when logits is NULL: the picked token */
+} llm_step_row;
+/* llm_sessions_step_rows: llm_sessions_step where each row chooses what comes
+ * back: its logits, or its greedy next token picked on the backend (on a GPU
+ * only the ids cross to the host), equal to the sampler's greedy choice. */
+int llm_sessions_step_rows(llm_step_row *rows, int n, doc_err *err);
 int llm_session_pos(const llm_session *s);
 void llm_session_reset(llm_session *s);
 /* llm_session_truncate: drop positions >= pos (used by beam search). */

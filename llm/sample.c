@@ -91,26 +91,43 @@ static int by_logit_desc(const void *a, const void *b)
     return x->id - y->id;
 }
 
+void penalize(float *logits, int nv, const int32_t *recent, int n_recent, float penalty)
+{
+    if (penalty == 1.0f || !(penalty > 0)) return;
+    for (int i = 0; i < n_recent; i++) {
+        int32_t id = recent[i];
+        /* each distinct id once: skip if it appeared earlier in the list */
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = recent[j] == id;
+        if (seen || id < 0 || id >= nv) continue;
+        logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
+    }
+}
+
+int32_t greedy_pick(float *logits, int nv, const int32_t *recent, int n_recent, float penalty)
+{
+    penalize(logits, nv, recent, n_recent, penalty);
+    int32_t best = 0;
+    for (int i = 1; i < nv; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+int sampler_greedy(const sampler *sp, const int32_t **recent, int *n_recent, float *penalty)
+{
+    *recent = sp->recent;
+    *n_recent = sp->n_recent;
+    *penalty = sp->s.repeat_penalty;
+    return sp->s.temperature <= 0.0f || sp->s.top_k == 1;
+}
+
 int32_t sampler_pick(sampler *sp, float *logits)
 {
     const llm_sampling *s = &sp->s;
     const int nv = sp->n_vocab;
-    if (s->repeat_penalty != 1.0f && s->repeat_penalty > 0) {
-        for (int i = 0; i < sp->n_recent; i++) {
-            int32_t id = sp->recent[i];
-            /* each distinct id once: skip if it appeared earlier in the ring */
-            int seen = 0;
-            for (int j = 0; j < i && !seen; j++) seen = sp->recent[j] == id;
-            if (seen || id < 0 || id >= nv) continue;
-            logits[id] = logits[id] > 0 ? logits[id] / s->repeat_penalty : logits[id] * s->repeat_penalty;
-        }
-    }
-    if (s->temperature <= 0.0f || s->top_k == 1) {
-        int32_t best = 0;
-        for (int i = 1; i < nv; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
+    if (s->temperature <= 0.0f || s->top_k == 1)
+        return greedy_pick(logits, nv, sp->recent, sp->n_recent, s->repeat_penalty);
+    penalize(logits, nv, sp->recent, sp->n_recent, s->repeat_penalty);
     /* candidates, top-k by partial selection when k is small */
     int n = nv;
     for (int i = 0; i < nv; i++) sp->c[i] = (cand){logits[i], i};

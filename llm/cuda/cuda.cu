@@ -36,6 +36,7 @@
 #include "llm/cuda/internal.h"
 
 #include <initializer_list>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,6 +387,53 @@ __global__ void k_attn_merge(float *out, const float *part, int ldq, int hd, int
         }
         o[e] = a * inv;
     }
+}
+
+/*
+ * Greedy pick, one block per row: the repetition penalty over the row's
+ * distinct recent ids (in place, as sampler_pick does on the host), then the
+ * first maximum: each thread keeps the first maximum of its strided share,
+ * and the shares merge by (larger value, then lower index).
+ */
+__global__ void k_pick(int32_t *out, float *logits, int vocab, const int32_t *recent,
+                       const int32_t *nrec, int rmax, const float *pen)
+{
+    __shared__ float s_v[32];
+    __shared__ int s_i[32];
+    const int r = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    float *x = logits + (size_t)r * vocab;
+    const int32_t *rc = recent + (size_t)r * rmax;
+    const float p = pen[r];
+    if (p != 1.0f && p > 0.0f)
+        for (int i = threadIdx.x; i < nrec[r]; i += blockDim.x) {
+            int32_t id = rc[i];
+            int seen = id < 0 || id >= vocab;
+            for (int j = 0; j < i && !seen; j++) seen = rc[j] == id;
+            if (!seen) x[id] = x[id] > 0 ? x[id] / p : x[id] * p;
+        }
+    __syncthreads();
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    if ((int)threadIdx.x < vocab) bv = x[threadIdx.x], bi = threadIdx.x;
+    for (int i = threadIdx.x + blockDim.x; i < vocab; i += blockDim.x)
+        if (x[i] > bv) bv = x[i], bi = i;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) s_v[w] = bv, s_i[w] = bi;
+    __syncthreads();
+    if (w) return;
+    int nw = (blockDim.x + 31) >> 5;
+    bv = lane < nw ? s_v[lane] : -INFINITY;
+    bi = lane < nw ? s_i[lane] : INT_MAX;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) out[r] = bi;
 }
 
 /* erfc form, as cpu_gelu1: keeps the negative tail's relative precision */
@@ -1072,6 +1120,39 @@ static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *c
     LAUNCHED(c);
 }
 
+static int cu_pick_greedy(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
+                          const int32_t *recent, const int32_t *nrec, int rmax, const float *pen,
+                          doc_err *err)
+{
+    cu_ctx *c = ctx_of(be);
+    int rc = DOC_OK;
+    if (n <= 0) return DOC_OK;
+    if (!outside_graph(c, "pick_greedy") || use(c)) goto fail;
+    {
+        /* one staged block: recent (n, rmax), nrec (n), pen (n); the picks
+         * come back through the device scratch behind it */
+        size_t rb = (size_t)n * rmax * sizeof(int32_t), nb = (size_t)n * sizeof(int32_t);
+        char *pk = (char *)pack_buf(c, rb + 2 * nb);
+        if (!pk) goto fail;
+        if (rb) memcpy(pk, recent, rb);
+        memcpy(pk + rb, nrec, nb);
+        memcpy(pk + rb + nb, pen, nb);
+        const char *d = (const char *)stage(c, pk, rb + 2 * nb);
+        if (!d || grow_dev(c, &c->picks, &c->picks_size, nb)) goto fail;
+        k_pick<<<n, 256, 0, c->st>>>((int32_t *)c->picks, logits, vocab, (const int32_t *)d,
+                                     (const int32_t *)(d + rb), rmax, (const float *)(d + rb + nb));
+        if (LAUNCHED(c) ||
+            CU_CHECK(c, cudaMemcpyAsync(ids, c->picks, nb, cudaMemcpyDeviceToHost, c->st)) ||
+            CU_CHECK(c, cudaStreamSynchronize(c->st)))
+            goto fail;
+    }
+    if (!c->err_rc) return DOC_OK;
+fail:
+    rc = doc_errf(err, c->err_rc ? c->err_rc : DOC_ENOMEM, "pick_greedy: %s", c->err_msg);
+    c->err_rc = 0;
+    return rc;
+}
+
 static void cu_attn_bidir(llm_backend *be, float *out, const float *q, const float *k,
                           const float *v, int b, int t, int h, int hd, const int *lens,
                           float scale)
@@ -1160,6 +1241,7 @@ static void ctx_free(cu_ctx *c)
     cudaFree(c->xh);
     cudaFree(c->idx);
     cudaFree(c->att);
+    cudaFree(c->picks);
     free(c->idx_host);
     free(c->pack);
     for (int i = 0; i < CU_GRAPHS; i++) {
@@ -1205,6 +1287,7 @@ static const llm_backend_i cu_iface = {
     cu_attn_decode,
     cu_graph_begin,
     cu_graph_end,
+    cu_pick_greedy,
     cu_describe,
 };
 

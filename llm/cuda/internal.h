@@ -64,6 +64,8 @@ typedef struct cu_ctx {
     size_t idx_size;
     void *att; /* partial results of split decode attention */
     size_t att_size;
+    void *picks; /* pick_greedy's results */
+    size_t picks_size;
     int32_t *idx_host; /* what idx holds (after queued copies), to skip repeats */
     size_t idx_n, idx_host_cap;
     void *stage[CU_STAGE_SLOTS]; /* pinned host staging for those arrays */

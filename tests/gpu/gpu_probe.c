@@ -7,7 +7,8 @@
  *   gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT
  *       IDS_FILE: whitespace-separated token ids (the prompt).  Prefill in one
  *       call, then STEPS greedy steps; writes the prefill's last-token logits
- *       to LOGITS_OUT; prints {"tokens": [...], "prefill_s", "decode_s",
+ *       to LOGITS_OUT (the steps pick greedily on the backend, as llm_generate
+ *       does); prints {"tokens": [...], "prefill_s", "decode_s",
  *       "decode_tok_s", "backend_info"} (backend_info: llm_model_backend_info,
  *       on CUDA the graph counters).
  *   gpu_probe prefill MODEL BACKEND N REPS
@@ -17,7 +18,8 @@
  *       one text per line; writes (n, dim) embeddings to OUT and the time.
  *   gpu_probe batch MODEL BACKEND B STEPS
  *       continuous batching: B sessions, each a different 32-token prompt,
- *       then STEPS decode steps of all B at once (llm_sessions_step, greedy);
+ *       then STEPS decode steps of all B at once (the first with logits, the
+ *       rest picking greedily on the backend: llm_sessions_step_rows);
  *       the first step's logits of sessions 0 and B-1 are checked against the
  *       same sessions evaluated alone; prints {"batch", "step_s", "tok_s",
  *       "maxdiff_rel", "backend_info"} (max |batched - alone| / logit range;
@@ -96,11 +98,14 @@ static int cmd_decode(char **a)
      * as a graph on the second) when there are enough */
     int skip = steps > 8 ? 2 : 0;
     double ts = t1;
+    int32_t id = argmax(lg, nv);
     for (int t = 0; t < steps; t++) {
         if (t == skip) ts = now();
-        int32_t id = argmax(lg, nv);
         printf("%s%d", t ? ", " : "", id);
-        if (llm_session_eval(s, &id, 1, 0, lg, &err)) return die("decode", &err);
+        /* as llm_generate decodes greedily: the backend picks, only the id comes back */
+        llm_step_row row = {.s = s, .id = id, .penalty = 1.0f};
+        if (llm_sessions_step_rows(&row, 1, &err)) return die("decode", &err);
+        id = row.next;
     }
     double t2 = now();
     char info[256];
@@ -139,8 +144,16 @@ static int cmd_batch(char **a)
     }
     double maxrel = 0, t0 = 0;
     int skip = steps > 4 ? 2 : 1; /* the first steps may record graphs */
+    llm_step_row *rows = calloc((size_t)B, sizeof *rows);
+    if (!rows) return die("out of memory", NULL);
     for (int s = 0; s < steps; s++) {
         if (s == skip) t0 = now();
+        if (s > 0) { /* greedy picks on the backend: only ids come back */
+            for (int i = 0; i < B; i++) rows[i] = (llm_step_row){.s = ss[i], .id = ids[i], .penalty = 1.0f};
+            if (llm_sessions_step_rows(rows, B, &err)) return die("batched step", &err);
+            for (int i = 0; i < B; i++) ids[i] = rows[i].next;
+            continue;
+        }
         if (llm_sessions_step(ss, ids, B, lg, &err)) return die("batched step", &err);
         if (s == 0)
             for (int k = 0; k < 2; k++) {
@@ -173,6 +186,7 @@ static int cmd_batch(char **a)
     free(ids);
     free(lg);
     free(one);
+    free(rows);
     return 0;
 }
 

@@ -154,6 +154,80 @@ static void test_step_parity(void **state)
     free(lo);
 }
 
+/* the greedy pick with a repetition penalty, written out here as the
+ * reference: each distinct recent id once, positive logits divided by the
+ * penalty and negative ones multiplied, then the first maximum */
+static int ref_pick(float *x, int nv, const int32_t *recent, int nr, float pen)
+{
+    for (int i = 0; i < nr; i++) {
+        int dup = 0;
+        for (int j = 0; j < i; j++) dup |= recent[j] == recent[i];
+        if (!dup) x[recent[i]] = x[recent[i]] > 0 ? x[recent[i]] / pen : x[recent[i]] * pen;
+    }
+    return argmax(x, nv);
+}
+
+/* llm_sessions_step_rows: one row returning logits, two picking greedily on
+ * the backend (one with a penalty over its recent ids, repeats included),
+ * against llm_sessions_step on copies of the sessions and ref_pick */
+static void test_step_rows(void **state)
+{
+    (void)state;
+    enum { NS = 3, STEPS = 12, RMAX = 64 };
+    const int nv = llm_n_vocab(model);
+    const float pens[NS] = {1.0f, 1.3f, 1.0f};
+    doc_err err = {0};
+    llm_session *a[NS], *b[NS];
+    int32_t next[NS], recent[NS][RMAX];
+    int nrec[NS];
+    float *lr = malloc((size_t)nv * sizeof(float)), *lb = malloc((size_t)NS * nv * sizeof(float));
+    assert_true(lr && lb);
+    for (int i = 0; i < NS; i++) {
+        int32_t *ids;
+        int n;
+        assert_int_equal(llm_tokenize(model, prompts[i + 2], strlen(prompts[i + 2]), 1, 1, &ids, &n, &err), 0);
+        assert_int_equal(llm_session_new(model, &a[i], &err), 0);
+        assert_int_equal(llm_session_new(model, &b[i], &err), 0);
+        assert_int_equal(llm_session_eval(a[i], ids, n, 0, lr, &err), 0);
+        assert_int_equal(llm_session_copy(b[i], a[i]), 0);
+        nrec[i] = n < 40 ? n : 40;
+        memcpy(recent[i], ids + n - nrec[i], (size_t)nrec[i] * sizeof(int32_t));
+        next[i] = ref_pick(lr, nv, recent[i], nrec[i], pens[i]);
+        free(ids);
+    }
+    int penalised_differs = 0;
+    for (int step = 0; step < STEPS; step++) {
+        llm_step_row rows[NS];
+        llm_session *bs[NS];
+        for (int i = 0; i < NS; i++) {
+            recent[i][nrec[i]++] = next[i]; /* as the sampler accepts a token before the step */
+            rows[i] = (llm_step_row){.s = a[i], .id = next[i], .logits = i == 0 ? lr : NULL,
+                                     .recent = recent[i], .n_recent = nrec[i], .penalty = pens[i]};
+            bs[i] = b[i];
+        }
+        assert_int_equal(llm_sessions_step_rows(rows, NS, &err), 0);
+        assert_int_equal(llm_sessions_step(bs, next, NS, lb, &err), 0);
+        for (int i = 0; i < NS; i++) {
+            float *x = lb + (size_t)i * nv;
+            if (i == 0) assert_memory_equal(lr, x, (size_t)nv * sizeof(float));
+            int plain = argmax(x, nv), want = ref_pick(x, nv, recent[i], nrec[i], pens[i]);
+            int got = i == 0 ? argmax(lr, nv) : rows[i].next;
+            if (got != want)
+                fail_msg("step %d row %d: picked %d, reference %d (penalty %.1f)", step, i, got, want, pens[i]);
+            penalised_differs += pens[i] != 1.0f && plain != want;
+            next[i] = want;
+            assert_int_equal(llm_session_pos(a[i]), llm_session_pos(b[i]));
+        }
+    }
+    printf("step rows: %d steps of 3 rows; the penalty changed the pick %d times\n", STEPS, penalised_differs);
+    for (int i = 0; i < NS; i++) {
+        llm_session_free(&a[i]);
+        llm_session_free(&b[i]);
+    }
+    free(lr);
+    free(lb);
+}
+
 static void test_step_bad_input(void **state)
 {
     (void)state;
@@ -287,6 +361,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_parity),
+        cmocka_unit_test(test_step_rows),
         cmocka_unit_test(test_step_bad_input),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_parallel_bad_input),

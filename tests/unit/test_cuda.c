@@ -349,6 +349,61 @@ static void test_attn_decode(void **state)
     }
 }
 
+/* pick_greedy: penalties over recent ids (repeats, ids out of range), planted
+ * ties (the lower id wins), a vocabulary smaller than a block; exact ids */
+static void test_pick(void **state)
+{
+    (void)state;
+    if (!gpu->i->pick_greedy) {
+        printf("pick_greedy: the %s backend has none (the host picks), skipped\n", gpu_name);
+        return;
+    }
+    uint64_t seed = 0x7069636bULL;
+    const int vocabs[] = {49152, 100, 257};
+    for (int vi = 0; vi < 3; vi++) {
+        enum { N = 6, RMAX = 8 };
+        int nv = vocabs[vi];
+        float *x = randv(&seed, (size_t)N * nv, 8.0f), pen[N] = {1.0f, 1.3f, 0.7f, 1.1f, 1.0f, 2.0f};
+        int32_t recent[N * RMAX], nrec[N], ids[N], want[N];
+        for (int r = 0; r < N; r++) {
+            float *xr = x + (size_t)r * nv;
+            int top = (int)(test_rand(&seed) % (uint64_t)nv);
+            nrec[r] = r % 3 == 0 ? 0 : RMAX;
+            for (int j = 0; j < RMAX; j++) recent[r * RMAX + j] = (int32_t)(test_rand(&seed) % (uint64_t)nv);
+            if (nrec[r]) {
+                recent[r * RMAX + 0] = top;                /* the top is penalised ... */
+                recent[r * RMAX + 3] = top;                /* ... once */
+                recent[r * RMAX + 5] = nv + 3;             /* out of range: ignored */
+            }
+            xr[top] = 9.0f;
+            if (r == 4) xr[nv - 1] = xr[nv / 2] = 9.5f; /* a tie: the lower id */
+            /* the reference, on a copy */
+            float *c = malloc((size_t)nv * sizeof *c);
+            memcpy(c, xr, (size_t)nv * sizeof *c);
+            if (pen[r] != 1.0f && pen[r] > 0)
+                for (int j = 0; j < nrec[r]; j++) {
+                    int32_t id = recent[r * RMAX + j];
+                    int dup = id < 0 || id >= nv;
+                    for (int k = 0; k < j; k++) dup |= recent[r * RMAX + k] == id;
+                    if (!dup) c[id] = c[id] > 0 ? c[id] / pen[r] : c[id] * pen[r];
+                }
+            want[r] = 0;
+            for (int i = 1; i < nv; i++)
+                if (c[i] > c[want[r]]) want[r] = i;
+            free(c);
+        }
+        float *d = put(gpu, x, (size_t)N * nv);
+        doc_err err = {0};
+        if (gpu->i->pick_greedy(gpu, ids, d, N, nv, recent, nrec, RMAX, pen, &err))
+            fail_msg("pick_greedy: %s", err.msg);
+        for (int r = 0; r < N; r++)
+            if (ids[r] != want[r])
+                fail_msg("pick_greedy vocab %d row %d: %d, reference %d", nv, r, ids[r], want[r]);
+        gpu->i->release(gpu, d);
+        free(x);
+    }
+}
+
 /* ---- recorded steps (CUDA graphs) ----------------------------------------- */
 
 enum { GD = 128, GH = 4, GG = 2, GHD = 32, GV = 500, GCTX = 64, GROWS = 3 };
@@ -700,7 +755,8 @@ int main(void)
         cmocka_unit_test(test_matmul),      cmocka_unit_test(test_get_rows),
         cmocka_unit_test(test_norms),       cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_attn_decode),
-        cmocka_unit_test(test_graphs),      cmocka_unit_test(test_attn_bidir),
+        cmocka_unit_test(test_graphs),      cmocka_unit_test(test_pick),
+        cmocka_unit_test(test_attn_bidir),
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_embedder),    cmocka_unit_test(test_generator),
     };
