@@ -734,6 +734,7 @@ static int cu_graph_end(llm_backend *be, doc_err *err)
         if (bad) { /* nothing ran: the caller runs the step as usual */
             cudaGetLastError();
             if (!c->g_err0) c->err_rc = 0;
+            if (c->g_off > g->need) g->need = c->g_off; /* the arena was too small */
             g->fails++;
             c->n_rerun++;
             return LLM_GRAPH_RERUN;
@@ -745,6 +746,7 @@ static int cu_graph_end(llm_backend *be, doc_err *err)
         c->n_captured++;
     } else if (c->g_bad || c->g_hash != g->hash || c->g_off != g->staged) {
         graph_drop(g); /* the step changed: record it again next time */
+        if (c->g_off > g->need) g->need = c->g_off;
         c->n_rerun++;
         return LLM_GRAPH_RERUN;
     } else {
