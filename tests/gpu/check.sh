@@ -9,6 +9,7 @@
 #   4. model parity + benchmarks: tests/gpu/model_parity.py (random llama
 #      models of the SmolLM2-135M and 1B shapes vs transformers; MiniLM vs
 #      sentence-transformers; decode/prefill/encoder rates)
+#   5. test_cuda under compute-sanitizer memcheck (GPU_CHECK_SANITIZE=0: not)
 # Prints a table; writes logs and JSON under $OUT when set (else
 # build-cuda/gpu-check/).  Exits non-zero on any failure.  About 5 minutes on
 # an H200.  GPU_CHECK_QUICK=1: one small decoder shape, short benchmarks;
@@ -105,6 +106,27 @@ timeout 400 python3 tests/gpu/model_parity.py --probe "$BIN/gpu_probe" --work "$
     2>&1 | grep -v "Writing model shards\|deprecated\|return forward_call" | tee "$RES/model_parity.log"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] || failed+=("model parity (exit $rc)")
+
+step "5. compute-sanitizer memcheck of the op tests"
+# last, so that a slow or refused sanitizer costs none of the results above;
+# the device must be supported (it was on Firecracker machines, not on gVisor)
+if [ "${GPU_CHECK_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    LD_LIBRARY_PATH="$LDP" DOCENT_MODELS=/nonexistent timeout 240 compute-sanitizer --tool memcheck \
+        --error-exitcode 9 "$BIN/test_cuda" >"$RES/memcheck.log" 2>&1
+    rc=$?
+    tail -4 "$RES/memcheck.log"
+    case $rc in
+        0) echo "memcheck: clean" ;;
+        9) failed+=("compute-sanitizer memcheck found errors (memcheck.log)") ;;
+        124) echo "memcheck: did not finish in 240 s (not counted)" ;;
+        77) echo "memcheck: test_cuda skipped (no device; step 2 counts that)" ;;
+        *) grep -q "Device not supported\|error 999" "$RES/memcheck.log" &&
+               echo "memcheck: the sanitizer does not support this machine (not counted)" ||
+               failed+=("test_cuda under memcheck (exit $rc)") ;;
+    esac
+else
+    echo "memcheck: skipped (GPU_CHECK_SANITIZE=0 or no compute-sanitizer)"
+fi
 
 step "summary"
 python3 - "$RES" "${failed[@]}" <<'PY'
