@@ -326,6 +326,175 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 }
 
 /*
+ * Tiled attention for prefill and encoder batches: a block takes a tile of
+ * TA_Q query rows of one head and walks the keys in tiles of TA_K, both held
+ * in shared memory (with the values and the tile's probabilities), so each
+ * key is read from memory once per TA_Q queries instead of once per query.
+ * Thread (ty, tx) of 16 x 16 holds a 4 x 4 block of scores: query rows
+ * 4 ty .. 4 ty + 3 and keys tx + 16 jj, then for the same rows the output
+ * columns tx + 16 u.  Each row keeps an online softmax (running max m and
+ * sum l), reduced across the 16 threads of its row with shuffles.  Rows,
+ * keys and lengths as k_attn: causal (lens == NULL) row r of n at position
+ * pos0 + r sees keys 0..pos0+r of kv head head/grp; bidirectional, tile x of
+ * sequence x / tiles_per_seq, keys its first lens[s] tokens, rows past the
+ * length written as zeros.  Head dims 16 * NC (NC = 2, 4, 5, 6, 8); shared
+ * memory: ta_smem(NC) bytes, dynamic.
+ */
+#define TA_Q 64
+#define TA_K 64
+
+static size_t ta_smem(int nc)
+{
+    int hd = 16 * nc;
+    return ((size_t)TA_Q * hd + (size_t)TA_K * (hd + 1) + (size_t)TA_K * hd +
+            (size_t)TA_Q * (TA_K + 1)) * sizeof(float);
+}
+
+template <int NC>
+__global__ void __launch_bounds__(256)
+    k_attn_tiled(float *out, const float *q, const float *k, const float *v, int ldq, int ldk,
+                 int grp, float scale, int n, int pos0, int t, const int32_t *lens,
+                 int tiles_per_seq)
+{
+    constexpr int HD = 16 * NC, KP = HD + 1, PP = TA_K + 1;
+    extern __shared__ float ta_sm[];
+    float *Qs = ta_sm, *Ks = Qs + TA_Q * HD, *Vs = Ks + TA_K * KP, *Ps = Vs + TA_K * HD;
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, hh = blockIdx.y;
+    int r0, nrows, klen;
+    size_t grow0; /* the tile's first row in q and out */
+    const float *kb, *vb;
+    if (lens) {
+        int sq = blockIdx.x / tiles_per_seq, len = lens[sq];
+        len = len < 0 ? 0 : len > t ? t : len;
+        r0 = blockIdx.x % tiles_per_seq * TA_Q;
+        nrows = t - r0 < TA_Q ? t - r0 : TA_Q;
+        klen = len;
+        grow0 = (size_t)sq * t + r0;
+        kb = k + (size_t)sq * t * ldk + (size_t)hh * HD;
+        vb = v + (size_t)sq * t * ldk + (size_t)hh * HD;
+    } else {
+        r0 = blockIdx.x * TA_Q;
+        nrows = n - r0 < TA_Q ? n - r0 : TA_Q;
+        klen = pos0 + r0 + nrows; /* the keys the tile's last row sees */
+        grow0 = (size_t)r0;
+        kb = k + (size_t)(hh / grp) * HD;
+        vb = v + (size_t)(hh / grp) * HD;
+    }
+    for (int i = tid; i < TA_Q * HD; i += blockDim.x) {
+        int r = i / HD, c = i % HD;
+        Qs[i] = r < nrows ? q[(grow0 + r) * ldq + (size_t)hh * HD + c] : 0.0f;
+    }
+    float m[4], l[4], acc[4][NC];
+    int lim[4]; /* row 4 ty + i sees keys below lim[i] */
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int r = ty * 4 + i;
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int u = 0; u < NC; u++) acc[i][u] = 0.0f;
+        lim[i] = r >= nrows ? 0 : lens ? (r0 + r < klen ? klen : 0) : pos0 + r0 + r + 1;
+    }
+    for (int kt = 0; kt < klen; kt += TA_K) {
+        __syncthreads(); /* Qs loaded; the last tile's Ks, Vs, Ps read */
+        for (int i = tid; i < TA_K * HD; i += blockDim.x) {
+            int j = i / HD, c = i % HD, key = kt + j;
+            int ok = key < klen;
+            Ks[j * KP + c] = ok ? kb[(size_t)key * ldk + c] : 0.0f;
+            Vs[j * HD + c] = ok ? vb[(size_t)key * ldk + c] : 0.0f;
+        }
+        __syncthreads();
+        float sc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) sc[i][jj] = 0.0f;
+#pragma unroll 4
+        for (int c = 0; c < HD; c++) {
+            float qv[4], kv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) qv[i] = Qs[(ty * 4 + i) * HD + c];
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) kv[jj] = Ks[(tx + 16 * jj) * KP + c];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) sc[i][jj] = fmaf(qv[i], kv[jj], sc[i][jj]);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                int key = kt + tx + 16 * jj;
+                sc[i][jj] = key < lim[i] ? scale * sc[i][jj] : -INFINITY;
+                mx = fmaxf(mx, sc[i][jj]);
+            }
+            for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float mn = fmaxf(m[i], mx), ps = 0.0f;
+            float corr = mn == -INFINITY ? 1.0f : expf(m[i] - mn);
+#pragma unroll
+            for (int jj = 0; jj < 4; jj++) {
+                float p = sc[i][jj] == -INFINITY ? 0.0f : expf(sc[i][jj] - mn);
+                Ps[(ty * 4 + i) * PP + tx + 16 * jj] = p;
+                ps += p;
+            }
+            for (int o = 8; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+            l[i] = l[i] * corr + ps;
+            m[i] = mn;
+#pragma unroll
+            for (int u = 0; u < NC; u++) acc[i][u] *= corr;
+        }
+        __syncthreads(); /* the rows' probabilities in Ps */
+        int jn = klen - kt < TA_K ? klen - kt : TA_K;
+        for (int j = 0; j < jn; j++) {
+            float pv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) pv[i] = Ps[(ty * 4 + i) * PP + j];
+#pragma unroll
+            for (int u = 0; u < NC; u++) {
+                float vv = Vs[j * HD + tx + 16 * u];
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[i][u] = fmaf(pv[i], vv, acc[i][u]);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int r = ty * 4 + i;
+        if (r >= nrows) continue;
+        float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        float *o = out + (grow0 + r) * ldq + (size_t)hh * HD;
+#pragma unroll
+        for (int u = 0; u < NC; u++) o[tx + 16 * u] = acc[i][u] * inv;
+    }
+}
+
+/* ta_launch: the tiled kernel for head dim hd; 0 when it has no variant
+ * for it (or tiling is off), and the caller uses k_attn */
+static int ta_launch(cu_ctx *c, dim3 grid, float *out, const float *q, const float *k,
+                     const float *v, int ldq, int ldk, int grp, int hd, float scale, int n,
+                     int pos0, int t, const int32_t *lens, int tps)
+{
+    if (!c->tiled_ok || hd % 16) return 0;
+#define TA_CASE(nc)                                                                          \
+    case nc:                                                                                 \
+        k_attn_tiled<nc><<<grid, 256, ta_smem(nc), c->st>>>(out, q, k, v, ldq, ldk, grp, scale, \
+                                                            n, pos0, t, lens, tps);          \
+        return 1;
+    switch (hd / 16) {
+        TA_CASE(2)
+        TA_CASE(4)
+        TA_CASE(5)
+        TA_CASE(6)
+        TA_CASE(8)
+    default:
+        return 0;
+    }
+#undef TA_CASE
+}
+
+/*
  * Decode attention, one launch for a step's rows: row r (one query) attends
  * over its own cache kcs[r], vcs[r] at positions 0..pos[r].  The grid is
  * (rows, heads, splits) whatever the lengths, so a recorded step replays at
@@ -1067,6 +1236,13 @@ static void cu_attn_causal(llm_backend *be, float *out, const float *q, const fl
         LAUNCHED(c);
         return;
     }
+    /* prefill: query tiles share their keys */
+    if (n > ATT_SPLIT_MAX_ROWS &&
+        ta_launch(c, dim3((unsigned)((n + TA_Q - 1) / TA_Q), (unsigned)h), out, q, kc, vc, h * hd,
+                  g * hd, h / g, hd, scale, n, pos0, 0, NULL, 0)) {
+        LAUNCHED(c);
+        return;
+    }
     dim3 grid((unsigned)n, (unsigned)h);
     k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, g * hd, h / g, hd, scale,
                                                pos0, 0, NULL, 0, NULL);
@@ -1170,6 +1346,12 @@ static void cu_attn_bidir(llm_backend *be, float *out, const float *q, const flo
     if (!d || REC(c, OP_ATTN_BIDIR, P(out), P(q), P(k), P(v), (uint64_t)b, (uint64_t)t, (uint64_t)h,
                   (uint64_t)hd, fbits(scale)))
         return;
+    int tps = (t + TA_Q - 1) / TA_Q;
+    if (ta_launch(c, dim3((unsigned)(b * tps), (unsigned)h), out, q, k, v, h * hd, h * hd, 1, hd,
+                  scale, 0, 0, t, d, tps)) {
+        LAUNCHED(c);
+        return;
+    }
     dim3 grid((unsigned)(b * t), (unsigned)h);
     k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, k, v, h * hd, h * hd, 1, hd, scale, 0, t, d,
                                                0, NULL);
@@ -1346,8 +1528,17 @@ int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
     c->reserve = c->total / 20 > RESERVE_MIN ? c->total / 20 : RESERVE_MIN;
     if (CU_CHECK(c, cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device))) goto fail;
     {
-        const char *gr = getenv("DOCENT_CUDA_GRAPHS");
+        const char *gr = getenv("DOCENT_CUDA_GRAPHS"), *ta = getenv("DOCENT_CUDA_ATTN");
         c->graphs_on = !(gr && *gr == '0');
+        /* the tiled attention kernels take more than the default 48 KiB of
+         * shared memory; DOCENT_CUDA_ATTN=simple keeps k_attn everywhere */
+        c->tiled_ok = !(ta && !strcmp(ta, "simple")) &&
+                      cudaFuncSetAttribute(k_attn_tiled<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(2)) == cudaSuccess &&
+                      cudaFuncSetAttribute(k_attn_tiled<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(4)) == cudaSuccess &&
+                      cudaFuncSetAttribute(k_attn_tiled<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(5)) == cudaSuccess &&
+                      cudaFuncSetAttribute(k_attn_tiled<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(6)) == cudaSuccess &&
+                      cudaFuncSetAttribute(k_attn_tiled<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(8)) == cudaSuccess;
+        cudaGetLastError();
     }
     be->i = &cu_iface;
     be->ctx = c;

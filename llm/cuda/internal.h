@@ -80,6 +80,7 @@ typedef struct cu_ctx {
     size_t pack_size;
     unsigned scratch_gen;       /* bumped when a scratch buffer moves (graphs hold pointers) */
     int graphs_on;              /* DOCENT_CUDA_GRAPHS != 0 */
+    int tiled_ok;               /* the tiled attention kernels are usable (and not turned off) */
     cu_graph graphs[CU_GRAPHS];
     uint64_t g_clock;
     int g_mode;                 /* G_*: the open graph step's mode */

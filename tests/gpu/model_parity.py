@@ -249,6 +249,12 @@ def decoder_case(args, shape, res, bw):
                 case[f"prefill{n}_tok_s"] = r["tok_s"]
                 case[f"prefill{n}_ms"] = r["best_s"] * 1e3
                 case[f"prefill{n}_flop_frac"] = flops / r["best_s"] / PEAK_FLOPS
+                if args.backend == "cuda" and n == 2048:  # the tiled attention's gain
+                    r0 = probe(args, "prefill", d, args.backend, n, 1, extra_env={"DOCENT_CUDA_ATTN": "simple"})
+                    if r0:
+                        case["prefill2048_simple_attn_ms"] = r0["best_s"] * 1e3
+                        log(f"[{shape}] prefill 2048: {case['prefill2048_ms']:.2f} ms, "
+                            f"{case['prefill2048_simple_attn_ms']:.2f} ms with DOCENT_CUDA_ATTN=simple")
     res["decoders"].append(case)
     del model, ref
     if args.device != "cpu":

@@ -283,6 +283,8 @@ static void test_attn_causal(void **state)
         {256, 256, 12, 4, 64},
         /* decode with the keys split in spans of 256 (cuda.cu): partial last span, 8 rows */
         {1, 700, 9, 3, 64},   {8, 600, 8, 8, 128},
+        /* prefill, tiled (9 rows and more): partial tiles, head dims 32/80/96/128 */
+        {65, 64, 3, 3, 80},   {130, 7, 2, 1, 32},  {9, 300, 2, 2, 96},  {200, 1000, 4, 2, 128},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int n = cases[ci][0], pos0 = cases[ci][1], h = cases[ci][2], g = cases[ci][3], hd = cases[ci][4];
@@ -534,8 +536,11 @@ static void test_attn_bidir(void **state)
 {
     (void)state;
     uint64_t seed = 0x62696469ULL;
-    const int shapes[][4] = {{3, 13, 12, 32}, {2, 128, 6, 64}, {1, 1, 2, 128}, {4, 9, 3, 256}};
-    const int lens_all[][4] = {{13, 5, 1, 0}, {128, 77, 0, 0}, {1, 0, 0, 0}, {9, 0, 4, 2}};
+    /* head dims 16k up to 128 take the tiled kernel (several tiles: t 200), 256 the other */
+    const int shapes[][4] = {{3, 13, 12, 32}, {2, 128, 6, 64}, {1, 1, 2, 128}, {4, 9, 3, 256},
+                             {2, 200, 2, 64}, {3, 70, 2, 96}};
+    const int lens_all[][4] = {{13, 5, 1, 0}, {128, 77, 0, 0}, {1, 0, 0, 0}, {9, 0, 4, 2},
+                               {200, 131, 0, 0}, {70, 64, 65, 0}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int b = shapes[si][0], t = shapes[si][1], h = shapes[si][2], hd = shapes[si][3];
         int lens[4];
