@@ -37,6 +37,8 @@ static const opt opts[] = {
     O("models", "generator", T_PATH, generator, 0, 0, "models/smollm2-135m-instruct-q4_1.gguf"),
     O("models", "threads", T_INT, threads, 0, 1024, "0"),
     O("models", "backend", T_STR, backend, 0, 0, "auto"),
+    O("models", "memory_limit_mb", T_LONG, memory_limit_mb, 0, 1e9, "0"),
+    O("models", "context", T_INT, context, 0, 1 << 20, "0"),
     O("ingest", "chunk_tokens", T_INT, chunk_tokens, 16, 8192, "256"),
     O("ingest", "overlap_tokens", T_INT, overlap_tokens, 0, 4096, "32"),
     O("ingest", "embed_batch", T_INT, embed_batch, 1, 1024, "32"),

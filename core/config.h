@@ -25,6 +25,8 @@ typedef struct doc_config {
     char generator[1024];
     int threads;                /* 0: all CPUs */
     char backend[16];           /* auto | cpu | cuda */
+    long memory_limit_mb;       /* most working memory per model instance; 0: what is free */
+    int context;                /* the generator's context in tokens; 0: min(model's, 4096) */
     /* [ingest] */
     int chunk_tokens;           /* budget per chunk (capped to the embedder's max) */
     int overlap_tokens;

@@ -141,6 +141,10 @@ typedef struct llm_backend_i {
     int (*pick_greedy)(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
                        const int32_t *recent, const int32_t *nrec, int rmax, const float *pen,
                        doc_err *err);
+    /* mem_info: the memory the backend can still hand out and its total, in
+     * bytes (the device's; on the CPU the host's available memory); 0, or a
+     * DOC_E* code when it cannot tell */
+    int (*mem_info)(llm_backend *be, size_t *free_bytes, size_t *total_bytes);
     /* describe: one line of the backend's counters (graphs recorded, replayed) */
     void (*describe)(llm_backend *be, char *buf, size_t size);
 } llm_backend_i;

@@ -55,6 +55,8 @@ int llm_model_set_parallel(llm_model *m, int n, doc_err *err)
     if (m->kind != LLM_DECODER)
         return doc_errf(err, DOC_EINVAL, "%s: parallel generation needs a decoder model", m->src.path);
     if (m->batcher) return doc_errf(err, DOC_ESTATE, "%s: parallel generation is already set", m->src.path);
+    int rc = model_plan(m, n, err); /* n answers of the full context at once */
+    if (rc) return rc;
     if (n == 1) return DOC_OK;
     llm_batcher *b = calloc(1, sizeof *b);
     if (b) b->rows = calloc((size_t)n, sizeof *b->rows);

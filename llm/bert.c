@@ -99,6 +99,13 @@ static void scratch_free(llm_backend *be, bert_scratch *s)
     free(s->lens);
 }
 
+size_t bert_batch_bytes(const llm_model *m, int b, int t)
+{
+    size_t N = (size_t)b * (size_t)t;
+    return (6 * N * (size_t)m->hp.d + (N < FFN_ROWS ? N : FFN_ROWS) * (size_t)m->hp.n_ff) *
+           sizeof(float);
+}
+
 static int scratch_alloc(llm_model *m, int b, int t, bert_scratch *s)
 {
     llm_backend *be = m->be;

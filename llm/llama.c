@@ -90,6 +90,16 @@ int llm_session_new(llm_model *m, llm_session **out, doc_err *err)
     return session_new_n(m, m->n_ctx, out, err);
 }
 
+size_t llama_session_bytes(const llm_model *m, int n_ctx, size_t *kv)
+{
+    const llm_hparams *hp = &m->hp;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, qd = (size_t)hp->n_head * hp->head_dim;
+    size_t d = (size_t)hp->d, cache = 2 * (size_t)hp->n_layer * (size_t)n_ctx * kvd;
+    size_t act = (size_t)UBATCH * (d + (qd > d ? qd : d) + 2 * qd + 2 * (size_t)hp->n_ff) + hp->n_vocab;
+    if (kv) *kv = cache * sizeof(float);
+    return (cache + act) * sizeof(float);
+}
+
 int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err)
 {
     *out = NULL;
@@ -115,8 +125,7 @@ int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err)
     s->logits = be->i->alloc(be, (size_t)hp->n_vocab);
     s->logits_rows = 1;
     if (!s->kc || !s->vc || !s->x || !s->xb || !s->q || !s->att || !s->hb || !s->hb2 || !s->logits) {
-        double mb = (2.0 * cache + (double)UBATCH * (hp->d * 2 + qd * 2 + hp->n_ff * 2) + hp->n_vocab) *
-                    4 / 1048576.0;
+        double mb = llama_session_bytes(m, s->n_ctx, NULL) / 1048576.0;
         llm_session_free(&s);
         return doc_errf(err, DOC_ENOMEM, "cannot allocate a session of %d positions (%.0f MiB)",
                         n_ctx, mb);

@@ -49,6 +49,8 @@ typedef struct llm_opts {
                                   float math, no activation quantization; 4x the
                                   memory of Q8 weights; for verification) */
     int want_kind;             /* remote models: LLM_ENCODER or LLM_DECODER (0: decoder) */
+    long mem_limit_mb;         /* most working memory (KV caches, activations) the model may
+                                  plan on, in MiB; 0: what its backend reports free */
     const llm_remote_opts *remote; /* remote models: NULL for the defaults */
 } llm_opts;
 

@@ -328,6 +328,41 @@ int model_vec(llm_model *m, const char *name, int64_t n, int required, float **o
 
 /* ---- backend ----------------------------------------------------------- */
 
+#define PLAN_SLACK (64u << 20) /* working space beyond the planned buffers (scratch, workspaces) */
+
+int model_plan(llm_model *m, int n_seq, doc_err *err)
+{
+    size_t fr = 0, tot = 0, kv = 0, one, need;
+    int have = m->be->i->mem_info && m->be->i->mem_info(m->be, &fr, &tot) == DOC_OK;
+    if (m->kind == LLM_DECODER) {
+        one = llama_session_bytes(m, m->n_ctx, &kv);
+        /* n_seq sessions and the decode step's buffers (llama.c's m->step) */
+        need = (size_t)n_seq * one + llama_session_bytes(m, 1, NULL) +
+               (size_t)n_seq * m->hp.n_vocab * sizeof(float);
+    } else {
+        one = need = bert_batch_bytes(m, m->batch, m->hp.max_seq);
+    }
+    need += PLAN_SLACK;
+    size_t limit = m->mem_limit_mb > 0 ? (size_t)m->mem_limit_mb << 20 : 0;
+    if ((!have || need <= fr) && (!limit || need <= limit)) return DOC_OK;
+    const double MB = 1048576.0;
+    int by_limit = limit && (!have || limit < fr);
+    char what[160];
+    if (m->kind == LLM_DECODER)
+        snprintf(what, sizeof what, "%d session%s of %d positions (KV cache %.0f MiB, activations %.0f MiB each)",
+                 n_seq, n_seq == 1 ? "" : "s", m->n_ctx, kv / MB, (one - kv) / MB);
+    else
+        snprintf(what, sizeof what, "a batch of %d x %d tokens", m->batch, m->hp.max_seq);
+    int dec = m->kind == LLM_DECODER;
+    return doc_errf(err, DOC_ENOMEM,
+                    "%s: %s need%s %.0f MiB of working memory on the %s backend, but %s %.0f MiB; "
+                    "lower %s%s",
+                    m->src.path, what, dec && n_seq > 1 ? "" : "s", need / MB, m->be->i->name,
+                    by_limit ? "[models] memory_limit_mb allows" : "it has", (by_limit ? limit : fr) / MB,
+                    dec ? "[models] context or [daemon] parallel" : "[ingest] embed_batch",
+                    by_limit ? ", or raise the limit" : "");
+}
+
 static int backend_open(llm_model *m, const llm_opts *o, doc_err *err)
 {
     const char *want = o && o->backend ? o->backend : "auto";
@@ -465,10 +500,16 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     if ((rc = backend_open(m, o, err))) goto done;
     m->batch = o && o->batch > 0 ? o->batch : 32;
     m->weights_f32 = o && o->weights_f32;
+    m->mem_limit_mb = o ? o->mem_limit_mb : 0;
     rc = m->kind == LLM_ENCODER ? bert_load(m, err) : llama_load(m, err);
+    if (!rc && m->kind == LLM_DECODER) {
+        int want = o && o->n_ctx > 0 ? o->n_ctx : 4096;
+        m->n_ctx = want < m->hp.n_ctx_train ? want : m->hp.n_ctx_train;
+    }
+    if (!rc) rc = model_plan(m, 1, err);
     if (rc == DOC_ENOMEM && strcmp(m->be->i->name, "cpu") &&
         !strcmp(o && o->backend ? o->backend : "auto", "auto")) {
-        /* the weights do not fit on the device: auto falls back to the CPU */
+        /* the weights or a session do not fit on the device: auto falls back to the CPU */
         log_info("backend auto: %s; using the CPU", err ? err->msg : "out of device memory");
         llm_model_close(&m);
         llm_opts cpu_o = o ? *o : (llm_opts){0};
@@ -477,8 +518,6 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
     }
     if (rc) goto done;
     if (m->kind == LLM_DECODER) {
-        int want = o && o->n_ctx > 0 ? o->n_ctx : 4096;
-        m->n_ctx = want < m->hp.n_ctx_train ? want : m->hp.n_ctx_train;
         const char *tmpl = m->src.gguf ? gguf_get_str(m->src.gguf, "tokenizer.chat_template")
                                        : hf_chat_template(path, &tok_cfg);
         if (o && o->chat_template) {

@@ -48,6 +48,7 @@ struct llm_model {
     int chat;            /* CHAT_* */
     char *chat_system;   /* default system prompt the template inserts, or NULL */
     int n_ctx, batch;
+    long mem_limit_mb;   /* opts.mem_limit_mb (model_plan) */
     int weights_f32;     /* opts.weights_f32: weights converted at load */
     void **owned;        /* host copies made at load (f32 weights), to free */
     int n_owned, cap_owned;
@@ -61,11 +62,22 @@ struct llm_model {
 
 /* bert.c */
 int bert_load(llm_model *m, doc_err *err);
+/* bert_batch_bytes: backend bytes of the activations of a b x t batch */
+size_t bert_batch_bytes(const llm_model *m, int b, int t);
 int bert_embed(llm_model *m, const char *const *texts, int n, float *out,
                const volatile int *cancel, doc_err *err);
 
+/* model.c: model_plan: the working memory of n_seq full-context sessions
+ * (decoder) or one full batch (encoder), on top of the weights, must fit in
+ * what the backend reports free (and mem_limit_mb); else DOC_ENOMEM with the
+ * numbers.  At open with n_seq 1, and by llm_model_set_parallel. */
+int model_plan(llm_model *m, int n_seq, doc_err *err);
+
 /* llama.c */
 int llama_load(llm_model *m, doc_err *err);
+/* llama_session_bytes: backend bytes of a session of n_ctx positions (KV
+ * cache and activations); *kv gets the cache's share */
+size_t llama_session_bytes(const llm_model *m, int n_ctx, size_t *kv);
 /* session_new_n: a session with a cache of n_ctx positions (<= the model's). */
 int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err);
 

@@ -958,7 +958,9 @@ void llm_opts_from_config(const doc_config *c, int want_kind, llm_opts *o, llm_r
     o->n_threads = c->threads;
     o->backend = c->backend;
     o->want_kind = want_kind;
+    o->mem_limit_mb = c->memory_limit_mb;
     if (want_kind == LLM_ENCODER) o->batch = c->embed_batch;
+    else o->n_ctx = c->context;
     ro->api_key = c->remote_api_key;
     ro->api_key_env = c->remote_api_key_env;
     ro->timeout_s = c->remote_timeout_s;

@@ -890,6 +890,26 @@ static void cpu_destroy(llm_backend *be)
     free(be);
 }
 
+/* the host's available memory (MemAvailable: free plus what the kernel can
+ * reclaim) and its total, from /proc/meminfo */
+static int cpu_mem_info(llm_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    (void)be;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return DOC_EIO;
+    char line[256];
+    unsigned long long avail = 0, total = 0, v;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &v) == 1) avail = v;
+        else if (sscanf(line, "MemTotal: %llu kB", &v) == 1) total = v;
+    }
+    fclose(f);
+    if (!avail || !total) return DOC_EFORMAT;
+    *free_bytes = (size_t)(avail << 10);
+    *total_bytes = (size_t)(total << 10);
+    return DOC_OK;
+}
+
 static const llm_backend_i cpu_iface = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -905,6 +925,7 @@ static const llm_backend_i cpu_iface = {
     .rope = cpu_rope,
     .attn_causal = cpu_attn_causal,
     .attn_decode = cpu_attn_decode,
+    .mem_info = cpu_mem_info,
     .attn_bidir = cpu_attn_bidir,
     .gelu = cpu_gelu,
     .swiglu = cpu_swiglu,

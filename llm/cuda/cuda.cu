@@ -930,6 +930,17 @@ static int cu_graph_end(llm_backend *be, doc_err *err)
     return DOC_OK;
 }
 
+static int cu_mem_info(llm_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    cu_ctx *c = ctx_of(be);
+    if (!outside_graph(c, "mem_info") || use(c)) return c->err_rc ? c->err_rc : DOC_EDEVICE;
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return DOC_EDEVICE;
+    }
+    return DOC_OK;
+}
+
 static void cu_describe(llm_backend *be, char *buf, size_t size)
 {
     cu_ctx *c = ctx_of(be);
@@ -1472,6 +1483,7 @@ static const llm_backend_i cu_iface = {
     cu_graph_begin,
     cu_graph_end,
     cu_pick_greedy,
+    cu_mem_info,
     cu_describe,
 };
 

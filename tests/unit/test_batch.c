@@ -228,6 +228,41 @@ static void test_step_rows(void **state)
     free(lb);
 }
 
+/* the memory plan at open and at llm_model_set_parallel: a context that
+ * does not fit the configured working memory is refused with the numbers
+ * (SmolLM2-135M: 30 layers x 3 kv heads x 64 x 2 (K, V) x 4 bytes = 45 KiB
+ * per position, so 45 MiB of KV cache for 1,024 positions) */
+static void test_memory_plan(void **state)
+{
+    (void)state;
+    char path[512];
+    test_model_path(path, sizeof path, TEST_GGUF);
+    doc_err err = {0};
+    llm_model *m = NULL;
+    llm_opts o = {.n_threads = 2, .n_ctx = 1024, .backend = "cpu", .mem_limit_mb = 100};
+    assert_int_equal(llm_model_open(path, &o, &m, &err), DOC_ENOMEM);
+    assert_null(m);
+    printf("limit 100 MiB: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "1 session of 1024 positions (KV cache 45 MiB"));
+    assert_non_null(strstr(err.msg, "memory_limit_mb allows 100 MiB"));
+    /* 300 MiB: one answer, and two at once, but not eight */
+    o.mem_limit_mb = 300;
+    if (llm_model_open(path, &o, &m, &err)) fail_msg("open with 300 MiB: %s", err.msg);
+    assert_int_equal(llm_model_set_parallel(m, 8, &err), DOC_ENOMEM);
+    printf("parallel 8: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "8 sessions of 1024 positions"));
+    assert_int_equal(llm_model_set_parallel(m, 2, &err), DOC_OK);
+    llm_model_close(&m);
+    /* the encoder: one full batch */
+    test_model_path(path, sizeof path, TEST_EMBEDDER);
+    llm_opts e = {.n_threads = 2, .backend = "cpu", .batch = 32, .mem_limit_mb = 16};
+    assert_int_equal(llm_model_open(path, &e, &m, &err), DOC_ENOMEM);
+    assert_non_null(strstr(err.msg, "a batch of 32 x 256 tokens"));
+    e.mem_limit_mb = 0; /* the host's available memory */
+    if (llm_model_open(path, &e, &m, &err)) fail_msg("encoder: %s", err.msg);
+    llm_model_close(&m);
+}
+
 static void test_step_bad_input(void **state)
 {
     (void)state;
@@ -362,6 +397,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_parity),
         cmocka_unit_test(test_step_rows),
+        cmocka_unit_test(test_memory_plan),
         cmocka_unit_test(test_step_bad_input),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_parallel_bad_input),
