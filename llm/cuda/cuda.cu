@@ -632,6 +632,136 @@ __global__ void k_softmax(float *x, int d)
     for (int e = threadIdx.x; e < d; e += blockDim.x) xr[e] *= inv;
 }
 
+/* ---- weights kept quantized (DOCENT_CUDA_QUANT=keep) ---------------------
+ *
+ * Q4_0, Q4_1 and Q8_0 rows stay in the file's blocks of 32 weights (18, 20
+ * and 34 bytes), read by: k_gemv_q, a matrix-vector product for up to
+ * QV_ROWS activation rows (decode), one warp per output row, each lane
+ * dequantizing whole blocks in registers and multiplying them with every
+ * activation row in f32; k_dequant_q, which expands a weight to f16 for a
+ * cuBLAS GEMM when more rows come (prefill); and k_get_rows_q.  The weights
+ * then take 0.56 (Q4_0) to 1.06 (Q8_0) bytes each instead of 2.
+ */
+#define QV_ROWS 8
+
+template <int T> struct qblk;
+template <> struct qblk<LLM_T_Q4_0> { static constexpr int bytes = 18; };
+template <> struct qblk<LLM_T_Q4_1> { static constexpr int bytes = 20; };
+template <> struct qblk<LLM_T_Q8_0> { static constexpr int bytes = 34; };
+
+/* the 32 weights of one block, as llm_dequantize_ref computes them */
+template <int T> __device__ __forceinline__ void dq32(const uint8_t *b, float *w)
+{
+    const uint16_t *h = (const uint16_t *)b; /* blocks are 2-byte aligned */
+    float d = __half2float(__ushort_as_half(h[0]));
+    if (T == LLM_T_Q8_0) {
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            uint16_t two = h[1 + j];
+            w[2 * j] = (float)(int8_t)(two & 0xff) * d;
+            w[2 * j + 1] = (float)(int8_t)(two >> 8) * d;
+        }
+    } else {
+        float mn = T == LLM_T_Q4_1 ? __half2float(__ushort_as_half(h[1])) : 0.0f;
+        const uint16_t *qs = h + (T == LLM_T_Q4_1 ? 2 : 1);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint16_t two = qs[j];
+            int b0 = two & 0xff, b1 = two >> 8;
+            if (T == LLM_T_Q4_1) {
+                w[2 * j] = (float)(b0 & 15) * d + mn;
+                w[2 * j + 16] = (float)(b0 >> 4) * d + mn;
+                w[2 * j + 1] = (float)(b1 & 15) * d + mn;
+                w[2 * j + 17] = (float)(b1 >> 4) * d + mn;
+            } else {
+                w[2 * j] = (float)((b0 & 15) - 8) * d;
+                w[2 * j + 16] = (float)((b0 >> 4) - 8) * d;
+                w[2 * j + 1] = (float)((b1 & 15) - 8) * d;
+                w[2 * j + 17] = (float)((b1 >> 4) - 8) * d;
+            }
+        }
+    }
+}
+
+/* y (n, rows) = x (n, cols) . Wᵀ for n <= QV_ROWS; 8 warps per block, one row each */
+template <int T>
+__global__ void __launch_bounds__(256)
+    k_gemv_q(float *y, const float *x, const uint8_t *w, size_t row_bytes, int rows, int cols, int n)
+{
+    const int r = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= rows) return; /* the whole warp */
+    const uint8_t *wr = w + (size_t)r * row_bytes;
+    float acc[QV_ROWS];
+#pragma unroll
+    for (int t = 0; t < QV_ROWS; t++) acc[t] = 0.0f;
+    for (int b = lane; b < cols / 32; b += 32) {
+        float wv[32];
+        dq32<T>(wr + (size_t)b * qblk<T>::bytes, wv);
+#pragma unroll
+        for (int t = 0; t < QV_ROWS; t++) {
+            if (t >= n) break;
+            const float4 *xt = (const float4 *)(x + (size_t)t * cols + (size_t)b * 32);
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float4 xv = xt[j];
+                s = fmaf(wv[4 * j], xv.x, s);
+                s = fmaf(wv[4 * j + 1], xv.y, s);
+                s = fmaf(wv[4 * j + 2], xv.z, s);
+                s = fmaf(wv[4 * j + 3], xv.w, s);
+            }
+            acc[t] += s;
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < QV_ROWS; t++) {
+        if (t >= n) break;
+        float s = acc[t];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) y[(size_t)t * rows + r] = s;
+    }
+}
+
+/* the whole weight as f16 (rows x cols), one thread per block of 32 */
+template <int T>
+__global__ void k_dequant_q(__half *o, const uint8_t *w, size_t row_bytes, int rows, int cols)
+{
+    const size_t nb = (size_t)cols / 32;
+    GRID_STRIDE(i, (size_t)rows * nb)
+    {
+        size_t r = i / nb, b = i % nb;
+        float wv[32];
+        dq32<T>(w + r * row_bytes + b * qblk<T>::bytes, wv);
+        __half *or_ = o + r * cols + b * 32;
+#pragma unroll
+        for (int j = 0; j < 32; j++) or_[j] = sat_half(wv[j]);
+    }
+}
+
+/* rows ids[i] of a quantized table, in f32 (zeros for an id out of range) */
+template <int T>
+__global__ void k_get_rows_q(float *out, const uint8_t *tab, size_t row_bytes, const int32_t *ids,
+                             int64_t rows, int64_t cols)
+{
+    const int i = blockIdx.x;
+    const int32_t id = ids[i];
+    float *o = out + (size_t)i * cols;
+    for (int64_t b = threadIdx.x; b < cols / 32; b += blockDim.x) {
+        float wv[32];
+        if (id >= 0 && id < rows) dq32<T>(tab + (size_t)id * row_bytes + b * qblk<T>::bytes, wv);
+        else
+            for (int j = 0; j < 32; j++) wv[j] = 0.0f;
+        for (int j = 0; j < 32; j++) o[b * 32 + j] = wv[j];
+    }
+}
+
+#define Q_DISPATCH(type, launch)                                                              \
+    switch (type) {                                                                           \
+    case LLM_T_Q4_0: { constexpr int QT = LLM_T_Q4_0; launch; } break;                       \
+    case LLM_T_Q4_1: { constexpr int QT = LLM_T_Q4_1; launch; } break;                       \
+    default: { constexpr int QT = LLM_T_Q8_0; launch; } break;                               \
+    }
+
 /* ---- scratch and staging ------------------------------------------------ */
 
 /* grow_dev: *p to at least size bytes (doubling); waits for the stream first
@@ -1048,7 +1178,11 @@ static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
     if (!outside_graph(c, "weight_prepare") || use(c)) goto cuda_fail;
     {
         int bf16 = w->type == LLM_T_BF16;
-        size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(uint16_t), fr = 0, tot = 0;
+        int keep = c->quant_keep && w->cols % 32 == 0 &&
+                   (w->type == LLM_T_Q4_0 || w->type == LLM_T_Q4_1 || w->type == LLM_T_Q8_0);
+        size_t rb = llm_row_bytes(w->type, w->cols);
+        size_t bytes = keep ? (size_t)w->rows * rb : (size_t)w->rows * (size_t)w->cols * sizeof(uint16_t),
+               fr = 0, tot = 0;
         if (CU_CHECK(c, cudaMemGetInfo(&fr, &tot))) goto cuda_fail;
         if (bytes + c->reserve > fr)
             return doc_errf(err, DOC_ENOMEM,
@@ -1065,8 +1199,10 @@ static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
         }
         cw->bf16 = bf16;
         cw->bytes = bytes;
+        cw->qtype = keep ? w->type : 0;
+        cw->row_bytes = rb;
         int rc;
-        if (w->type == LLM_T_F16 || w->type == LLM_T_BF16) {
+        if (keep || w->type == LLM_T_F16 || w->type == LLM_T_BF16) { /* the bytes as they are */
             rc = CU_CHECK(c, cudaMemcpy(cw->d, w->data, bytes, cudaMemcpyHostToDevice));
             if (rc) {
                 rc = doc_errf(err, rc, "weight %s: %s", name, c->err_msg);
@@ -1142,6 +1278,26 @@ static void cu_matmul(llm_backend *be, float *y, const float *x, const llm_weigh
     int m = (int)w->rows, k = (int)w->cols;
     size_t nx = (size_t)n * k;
     if (REC(c, OP_MATMUL, P(y), P(x), P(cw), P(bias), (uint64_t)n)) return;
+    const void *wd = cw->d;
+    if (cw->qtype && n <= QV_ROWS && !((uintptr_t)x & 15)) { /* decode: straight from the blocks */
+        Q_DISPATCH(cw->qtype, (k_gemv_q<QT><<<(m + 7) / 8, 256, 0, c->st>>>(
+                                  y, x, (const uint8_t *)cw->d, cw->row_bytes, m, k, n)));
+        if (LAUNCHED(c)) return;
+        if (bias) {
+            size_t ny = (size_t)n * m;
+            k_add_bias<<<ew_blocks(ny), EW_THREADS, 0, c->st>>>(y, bias, ny, m);
+            LAUNCHED(c);
+        }
+        return;
+    }
+    if (cw->qtype) { /* many rows: expand to f16 once for the GEMM */
+        size_t ne = (size_t)m * k;
+        if (grow_dev(c, &c->wdq, &c->wdq_size, ne * sizeof(uint16_t))) return;
+        Q_DISPATCH(cw->qtype, (k_dequant_q<QT><<<ew_blocks(ne / 32), EW_THREADS, 0, c->st>>>(
+                                  (__half *)c->wdq, (const uint8_t *)cw->d, cw->row_bytes, m, k)));
+        if (LAUNCHED(c)) return;
+        wd = c->wdq;
+    }
     if (grow_dev(c, &c->xh, &c->xh_size, nx * sizeof(uint16_t))) return;
     if (cw->bf16) k_to_bf16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__nv_bfloat16 *)c->xh, x, nx);
     else k_to_f16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__half *)c->xh, x, nx);
@@ -1149,7 +1305,7 @@ static void cu_matmul(llm_backend *be, float *y, const float *x, const llm_weigh
     const float one = 1.0f, zero = 0.0f;
     cudaDataType dt = cw->bf16 ? CUDA_R_16BF : CUDA_R_16F;
     /* column-major view: Yᵀ (m x n) = W (k x m)ᵀ · Xᵀ (k x n) */
-    if (CUBLAS_CHECK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, cw->d, dt, k,
+    if (CUBLAS_CHECK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, wd, dt, k,
                                      c->xh, dt, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT)))
         return;
@@ -1177,7 +1333,11 @@ static void cu_get_rows(llm_backend *be, float *out, const llm_weight *emb, cons
         }
     const int32_t *d = stage_idx(c, ids, (size_t)n);
     if (!d || REC(c, OP_GET_ROWS, P(out), P(cw), (uint64_t)n)) return;
-    k_get_rows<<<n, 256, 0, c->st>>>(out, cw->d, cw->bf16, d, emb->rows, emb->cols);
+    if (cw->qtype)
+        Q_DISPATCH(cw->qtype, (k_get_rows_q<QT><<<n, 128, 0, c->st>>>(
+                                  out, (const uint8_t *)cw->d, cw->row_bytes, d, emb->rows, emb->cols)))
+    else
+        k_get_rows<<<n, 256, 0, c->st>>>(out, cw->d, cw->bf16, d, emb->rows, emb->cols);
     LAUNCHED(c);
 }
 
@@ -1437,6 +1597,7 @@ static void ctx_free(cu_ctx *c)
     cudaFree(c->idx);
     cudaFree(c->att);
     cudaFree(c->picks);
+    cudaFree(c->wdq);
     free(c->idx_host);
     free(c->pack);
     for (int i = 0; i < CU_GRAPHS; i++) {
@@ -1540,8 +1701,10 @@ int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
     c->reserve = c->total / 20 > RESERVE_MIN ? c->total / 20 : RESERVE_MIN;
     if (CU_CHECK(c, cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, device))) goto fail;
     {
-        const char *gr = getenv("DOCENT_CUDA_GRAPHS"), *ta = getenv("DOCENT_CUDA_ATTN");
+        const char *gr = getenv("DOCENT_CUDA_GRAPHS"), *ta = getenv("DOCENT_CUDA_ATTN"),
+                   *qk = getenv("DOCENT_CUDA_QUANT");
         c->graphs_on = !(gr && *gr == '0');
+        c->quant_keep = qk && !strcmp(qk, "keep");
         /* the tiled attention kernels take more than the default 48 KiB of
          * shared memory; DOCENT_CUDA_ATTN=simple keeps k_attn everywhere */
         c->tiled_ok = !(ta && !strcmp(ta, "simple")) &&

@@ -28,6 +28,9 @@ extern "C" {
 typedef struct cu_weight {
     void *d;      /* rows x cols, row-major */
     int bf16;     /* element type of d: 0 f16, 1 bf16 */
+    int qtype;    /* 0, or LLM_T_Q4_0 / Q4_1 / Q8_0: d holds the file's blocks as they
+                     are (DOCENT_CUDA_QUANT=keep), row_bytes apart */
+    size_t row_bytes;
     size_t bytes;
 } cu_weight;
 
@@ -66,6 +69,9 @@ typedef struct cu_ctx {
     size_t att_size;
     void *picks; /* pick_greedy's results */
     size_t picks_size;
+    void *wdq; /* a kept-quantized weight dequantized to f16 for a GEMM of many rows */
+    size_t wdq_size;
+    int quant_keep; /* DOCENT_CUDA_QUANT=keep: Q4_0/Q4_1/Q8_0 weights stay quantized */
     int32_t *idx_host; /* what idx holds (after queued copies), to skip repeats */
     size_t idx_n, idx_host_cap;
     void *stage[CU_STAGE_SLOTS]; /* pinned host staging for those arrays */

@@ -5,7 +5,8 @@
 #      docent's C dependencies), else `make BUILD=build-cuda` here; and nvcc
 #      compiles llm/cuda/*.cu on this machine as a check of its toolchain
 #   2. op parity: test_cuda (every op vs the CPU reference); a skip is a failure
-#   3. copy bandwidth through the backend (for the bound fractions)
+#   3. copy bandwidth through the backend (for the bound fractions), and
+#      decode-sized matmuls with quantized weights kept vs expanded to f16
 #   4. model parity + benchmarks: tests/gpu/model_parity.py (random llama
 #      models of the SmolLM2-135M and 1B shapes vs transformers; MiniLM vs
 #      sentence-transformers; decode/prefill/encoder rates)
@@ -89,6 +90,36 @@ bw_json=$(run_bin timeout 30 "$BIN/gpu_probe" copybw cuda 1024 20) || failed+=("
 echo "$bw_json" | tee "$RES/copybw.json"
 gbs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["gb_s"])' "$bw_json" 2>/dev/null || echo 0)
 
+step "3b. quantized weights: kept as blocks (DOCENT_CUDA_QUANT=keep) vs expanded to f16"
+# decode-sized matmuls (1 and 8 rows) of 1B-like shapes and SmolLM2's output
+# matrix; the faster should be the default (it is f16 until this is measured)
+LD_LIBRARY_PATH="$LDP" timeout 120 python3 - "$BIN/gpu_probe" "$RES/gemv.json" <<'PY' || failed+=("gemv")
+import json, os, subprocess, sys
+probe, out = sys.argv[1], sys.argv[2]
+rows, bad = [], 0
+print("%-6s %-12s %3s %12s %12s %8s %10s %10s" % ("type", "shape", "n", "f16 us", "kept us", "speedup", "f16 GB/s", "kept GB/s"))
+for t in ("q4_0", "q4_1", "q8_0"):
+    for (r, c) in ((2048, 2048), (8192, 2048), (2048, 8192), (49152, 576)):
+        for n in (1, 8):
+            res = {}
+            for mode in ("f16", "keep"):
+                env = dict(os.environ, DOCENT_CUDA_QUANT=mode)
+                p = subprocess.run([probe, "gemv", "cuda", t, str(r), str(c), str(n), "200"],
+                                   capture_output=True, text=True, env=env)
+                if p.returncode:
+                    print("gemv %s %dx%d n %d %s: %s" % (t, r, c, n, mode, p.stderr.strip()[-300:]))
+                    bad += 1
+                    continue
+                res[mode] = json.loads(p.stdout)
+            if len(res) == 2:
+                f, k = res["f16"], res["keep"]
+                print("%-6s %-12s %3d %12.2f %12.2f %7.2fx %10.0f %10.0f" % (
+                    t, "%dx%d" % (r, c), n, f["us"], k["us"], f["us"] / k["us"], f["weight_gb_s"], k["weight_gb_s"]))
+                rows.append({"type": t, "rows": r, "cols": c, "n": n, "f16": f, "keep": k})
+json.dump(rows, open(out, "w"), indent=1)
+sys.exit(1 if bad else 0)
+PY
+
 step "4. model parity and benchmarks"
 minilm=()
 if [ -f .gpu/minilm-int8/weights.safetensors ]; then
@@ -133,7 +164,7 @@ python3 - "$RES" "${failed[@]}" <<'PY'
 import json, os, sys
 res, failed = sys.argv[1], sys.argv[2:]
 out = {"failed": failed}
-for f in ("copybw.json", "model_parity.json"):
+for f in ("copybw.json", "gemv.json", "model_parity.json"):
     p = os.path.join(res, f)
     if os.path.exists(p):
         try:

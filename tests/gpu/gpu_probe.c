@@ -24,6 +24,11 @@
  *       same sessions evaluated alone; prints {"batch", "step_s", "tok_s",
  *       "maxdiff_rel", "backend_info"} (max |batched - alone| / logit range;
  *       the rate leaves out the first two steps).
+ *   gpu_probe gemv BACKEND TYPE ROWS COLS N REPS
+ *       one matmul of N activation rows with a random ROWS x COLS weight of
+ *       TYPE (q4_0, q4_1, q8_0, f16, ...), REPS times after a warm-up: the
+ *       time per call and the weight bytes the device holds per second
+ *       (DOCENT_CUDA_QUANT=keep keeps quantized weights as they are).
  *   gpu_probe copybw BACKEND MIB REPS
  *       device-to-device copy through the backend's copy op; bytes read +
  *       written per second.
@@ -35,6 +40,7 @@
 #include <time.h>
 
 #include "llm/backend.h"
+#include "llm/internal.h"
 #include "llm/llm.h"
 
 static double now(void)
@@ -264,6 +270,56 @@ static int cmd_embed(char **a)
     return 0;
 }
 
+static int cmd_gemv(char **a)
+{
+    doc_err err = {0};
+    llm_backend *be = NULL;
+    int rc = !strcmp(a[0], "cuda") ? llm_cuda_backend_new(0, &be, &err) : llm_cpu_backend_new(0, &be, &err);
+    if (rc) return die("backend", &err);
+    int type = -1;
+    for (int t = 0; t < LLM_T_COUNT; t++)
+        if (llm_type(t) && !strcmp(llm_type(t)->name, a[1])) type = t;
+    long rows = atol(a[2]), cols = atol(a[3]), n = atol(a[4]), reps = atol(a[5]);
+    if (type < 0 || rows < 1 || cols < 1 || n < 1 || reps < 1 || cols % llm_type(type)->block)
+        return die("bad type or shape", NULL);
+    size_t rb = llm_row_bytes(type, cols);
+    float *row = malloc((size_t)cols * sizeof *row), *x = malloc((size_t)n * cols * sizeof *x);
+    char *wq = malloc(rb * (size_t)rows);
+    if (!row || !x || !wq) return die("out of memory", NULL);
+    uint64_t seed = 42;
+    for (long r = 0; r < rows; r++) {
+        for (long j = 0; j < cols; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            row[j] = (float)((seed >> 40) & 0xffff) / 32768.0f - 1.0f;
+        }
+        llm_quantize_ref(type, row, wq + (size_t)r * rb, cols);
+    }
+    for (long i = 0; i < n * cols; i++) x[i] = (float)(i % 17) / 17.0f - 0.5f;
+    llm_weight w = {.type = type, .rows = rows, .cols = cols, .data = wq, .name = "w"};
+    if (be->i->weight_prepare(be, &w, &err)) return die("weight_prepare", &err);
+    float *dx = be->i->alloc(be, (size_t)n * cols), *dy = be->i->alloc(be, (size_t)n * rows);
+    if (!dx || !dy || be->i->upload(be, dx, x, (size_t)n * cols)) return die("alloc", NULL);
+    be->i->matmul(be, dy, dx, &w, NULL, (int)n);
+    if (be->i->sync(be, &err)) return die("matmul", &err);
+    double t0 = now();
+    for (long r = 0; r < reps; r++) be->i->matmul(be, dy, dx, &w, NULL, (int)n);
+    if (be->i->sync(be, &err)) return die("matmul", &err);
+    double dt = (now() - t0) / reps;
+    const char *keep = getenv("DOCENT_CUDA_QUANT");
+    int kept = keep && !strcmp(keep, "keep") &&
+               (type == LLM_T_Q4_0 || type == LLM_T_Q4_1 || type == LLM_T_Q8_0);
+    double wbytes = kept ? (double)rb * rows : 2.0 * rows * cols;
+    printf("{\"type\": \"%s\", \"rows\": %ld, \"cols\": %ld, \"n\": %ld, \"kept\": %d, "
+           "\"us\": %.2f, \"weight_gb_s\": %.1f}\n",
+           a[1], rows, cols, n, kept, dt * 1e6, wbytes / dt / 1e9);
+    be->i->weight_release(be, &w);
+    be->i->release(be, dx);
+    be->i->release(be, dy);
+    llm_backend_free(&be);
+    free(row), free(x), free(wq);
+    return 0;
+}
+
 static int cmd_copybw(char **a)
 {
     doc_err err = {0};
@@ -294,6 +350,7 @@ int main(int argc, char **argv)
     if (argc >= 6 && !strcmp(argv[1], "prefill")) return cmd_prefill(argv + 2);
     if (argc >= 7 && !strcmp(argv[1], "embed")) return cmd_embed(argv + 2);
     if (argc >= 5 && !strcmp(argv[1], "copybw")) return cmd_copybw(argv + 2);
+    if (argc >= 8 && !strcmp(argv[1], "gemv")) return cmd_gemv(argv + 2);
     if (argc >= 6 && !strcmp(argv[1], "batch")) return cmd_batch(argv + 2);
     fprintf(stderr, "usage: gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT\n"
                     "       gpu_probe prefill MODEL BACKEND N REPS\n"

@@ -102,7 +102,8 @@ static void close_to(const char *what, const float *a, const float *b, size_t n,
 
 /* ---- matmul ------------------------------------------------------------- */
 
-static void check_matmul(uint64_t *seed, int type, int n, int64_t k, int64_t m, int bias)
+static void check_matmul_on(llm_backend *gpu, uint64_t *seed, int type, int n, int64_t k, int64_t m,
+                            int bias)
 {
     size_t rb = llm_row_bytes(type, k);
     float *wf = randv(seed, (size_t)m * k, 1.0f), *wd = malloc((size_t)m * k * sizeof(float));
@@ -143,6 +144,25 @@ static void check_matmul(uint64_t *seed, int type, int n, int64_t k, int64_t m, 
     free(wf), free(wd), free(wq), free(x), free(b), free(y);
 }
 
+static void check_matmul(uint64_t *seed, int type, int n, int64_t k, int64_t m, int bias)
+{
+    check_matmul_on(gpu, seed, type, n, k, m, bias);
+}
+
+/* a second CUDA backend with DOCENT_CUDA_QUANT=keep (Q4_0/Q4_1/Q8_0 weights
+ * stay quantized on the device), or NULL in the self-test */
+static llm_backend *keep_backend(void)
+{
+    if (selftest) return NULL;
+    llm_backend *be = NULL;
+    doc_err err = {0};
+    setenv("DOCENT_CUDA_QUANT", "keep", 1); /* read when a backend is made */
+    int rc = llm_cuda_backend_new(0, &be, &err);
+    unsetenv("DOCENT_CUDA_QUANT");
+    if (rc) fail_msg("cuda backend with DOCENT_CUDA_QUANT=keep: %s", err.msg);
+    return be;
+}
+
 static void test_matmul(void **state)
 {
     (void)state;
@@ -158,6 +178,19 @@ static void test_matmul(void **state)
         check_matmul(&seed, types[i], 130, k1, 129, 1); /* prefill-sized */
     }
     check_matmul(&seed, LLM_T_F32, 3, 7, 5, 1); /* k not a multiple of 8 */
+    /* weights kept quantized: the GEMV up to 8 rows (1, 7, 8), the f16 expansion
+     * and GEMM beyond (9, 130), against the same reference and tolerance */
+    llm_backend *kb = keep_backend();
+    if (!kb) return;
+    const int kept[] = {LLM_T_Q4_0, LLM_T_Q4_1, LLM_T_Q8_0};
+    for (size_t i = 0; i < 3; i++) {
+        check_matmul_on(kb, &seed, kept[i], 1, 96, 67, 1);
+        check_matmul_on(kb, &seed, kept[i], 7, 544, 33, 0);
+        check_matmul_on(kb, &seed, kept[i], 8, 2048, 300, 1);
+        check_matmul_on(kb, &seed, kept[i], 9, 96, 129, 0);
+        check_matmul_on(kb, &seed, kept[i], 130, 544, 129, 1);
+    }
+    llm_backend_free(&kb);
 }
 
 /* ---- get_rows ----------------------------------------------------------- */
@@ -166,8 +199,11 @@ static void test_get_rows(void **state)
 {
     (void)state;
     uint64_t seed = 0x726f7773ULL;
-    const int types[] = {LLM_T_F32, LLM_T_F16, LLM_T_BF16, LLM_T_Q8_0, LLM_T_Q4_1, LLM_T_Q6_K};
+    const int types[] = {LLM_T_F32, LLM_T_F16, LLM_T_BF16, LLM_T_Q8_0, LLM_T_Q4_1, LLM_T_Q6_K, LLM_T_Q4_0};
+    llm_backend *main_gpu = gpu, *kb = keep_backend();
+    for (int pass = 0; pass < (kb ? 2 : 1); pass++)
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        llm_backend *gpu = pass ? kb : main_gpu; /* pass 1: quantized tables kept as they are */
         int type = types[ti];
         int64_t rows = 1000, cols = 256;
         size_t rb = llm_row_bytes(type, cols);
@@ -194,6 +230,7 @@ static void test_get_rows(void **state)
         gpu->i->release(gpu, d);
         free(f), free(ref), free(q), free(got);
     }
+    if (kb) llm_backend_free(&kb);
 }
 
 /* ---- f32 ops against the CPU backend ------------------------------------ */
