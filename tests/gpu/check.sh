@@ -76,6 +76,13 @@ run_bin() { LD_LIBRARY_PATH="$LDP" "$@"; }
 LD_LIBRARY_PATH="$LDP" ldd "$BIN/gpu_probe" "$BIN/test_cuda" "$DOCENT_CUDA_LIB" | grep "not found" &&
     { echo "missing shared libraries"; exit 1; }
 
+# test_cuda's generator parity runs on the 2-layer cut prepare.sh carries
+# (compressed: unpacked here with Python's lzma)
+unxz_to() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; }
+if [ -f .gpu/tiny-q4.gguf.xz ] && unxz_to .gpu/tiny-q4.gguf.xz "$WORK/tiny-q4.gguf"; then
+    export DOCENT_TEST_CUDA_GGUF=$WORK/tiny-q4.gguf
+fi
+
 step "2. op parity (test_cuda)"
 run_bin timeout 150 "$BIN/test_cuda" 2>&1 | tee "$RES/test_cuda.log"
 rc=${PIPESTATUS[0]}
@@ -122,8 +129,10 @@ PY
 
 step "4. model parity and benchmarks"
 minilm=()
-if [ -f .gpu/minilm-int8/weights.safetensors ]; then
-    python3 tests/gpu/pack_minilm.py unpack .gpu/minilm-int8 "$WORK/minilm" && minilm=(--minilm "$WORK/minilm")
+if [ -f .gpu/minilm-int8/weights.safetensors.xz ]; then
+    rm -rf "$WORK/minilm-int8" && cp -r .gpu/minilm-int8 "$WORK/minilm-int8" &&
+        unxz_to .gpu/minilm-int8/weights.safetensors.xz "$WORK/minilm-int8/weights.safetensors" &&
+        python3 tests/gpu/pack_minilm.py unpack "$WORK/minilm-int8" "$WORK/minilm" && minilm=(--minilm "$WORK/minilm")
 elif [ -d models/all-minilm-l6-v2 ]; then
     minilm=(--minilm models/all-minilm-l6-v2)
 else
