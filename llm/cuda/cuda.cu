@@ -36,6 +36,7 @@
 #include "llm/cuda/internal.h"
 
 #include <initializer_list>
+#include <mma.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -470,8 +471,156 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-/* ta_launch: the tiled kernel for head dim hd; 0 when it has no variant
- * for it (or tiling is off), and the caller uses k_attn */
+/*
+ * The same tiling on tensor cores (DOCENT_CUDA_ATTN=mma): Q, K and V tiles as
+ * f16 in shared memory, S = Q Kᵀ and O += P V as 16x16x16 WMMA products with
+ * f32 accumulation (8 warps: two 16x16 blocks of S each, and hd/32 blocks of
+ * O), the online softmax on CUDA cores between them (4 threads per query
+ * row), O kept in shared memory in f32 so each row can be rescaled.  Inputs
+ * rounded to f16 cost about 1e-3 of the output scale, where the f32 kernels
+ * are exact to 2e-5; the op tests allow that for this path.
+ */
+#define TM_PAD 8 /* halves of padding per shared row (keeps 16-byte rows and spreads banks) */
+
+static size_t tm_smem(int nc)
+{
+    size_t hd = 16 * (size_t)nc, hs = hd + TM_PAD;
+    return 3 * (size_t)TA_Q * hs * sizeof(__half)                 /* Qh, Kh, Vh */
+           + (size_t)TA_Q * (TA_K + 4) * sizeof(float)            /* S */
+           + (size_t)TA_Q * (TA_K + TM_PAD) * sizeof(__half)      /* P */
+           + (size_t)TA_Q * (hd + 4) * sizeof(float)              /* O */
+           + 2 * (size_t)TA_Q * sizeof(float);                    /* m, l */
+}
+
+template <int NC>
+__global__ void __launch_bounds__(256)
+    k_attn_mma(float *out, const float *q, const float *k, const float *v, int ldq, int ldk,
+               int grp, float scale, int n, int pos0, int t, const int32_t *lens, int tiles_per_seq)
+{
+    using namespace nvcuda;
+    constexpr int HD = 16 * NC, HS = HD + TM_PAD, SS = TA_K + 4, PS = TA_K + TM_PAD, OS = HD + 4;
+    extern __shared__ __align__(128) unsigned char tm_sm[];
+    __half *Qh = (__half *)tm_sm, *Kh = Qh + TA_Q * HS, *Vh = Kh + TA_K * HS;
+    float *S = (float *)(Vh + TA_K * HS);
+    __half *Ph = (__half *)(S + TA_Q * SS);
+    float *O = (float *)(Ph + TA_Q * PS), *Ms = O + TA_Q * OS, *Ls = Ms + TA_Q;
+    const int tid = threadIdx.x, warp = tid >> 5, hh = blockIdx.y;
+    int r0, nrows, klen, len = 0;
+    size_t grow0;
+    const float *kb, *vb;
+    if (lens) {
+        int sq = blockIdx.x / tiles_per_seq;
+        len = lens[sq];
+        len = len < 0 ? 0 : len > t ? t : len;
+        r0 = blockIdx.x % tiles_per_seq * TA_Q;
+        nrows = t - r0 < TA_Q ? t - r0 : TA_Q;
+        klen = len;
+        grow0 = (size_t)sq * t + r0;
+        kb = k + (size_t)sq * t * ldk + (size_t)hh * HD;
+        vb = v + (size_t)sq * t * ldk + (size_t)hh * HD;
+    } else {
+        r0 = blockIdx.x * TA_Q;
+        nrows = n - r0 < TA_Q ? n - r0 : TA_Q;
+        klen = pos0 + r0 + nrows;
+        grow0 = (size_t)r0;
+        kb = k + (size_t)(hh / grp) * HD;
+        vb = v + (size_t)(hh / grp) * HD;
+    }
+    for (int i = tid; i < TA_Q * HD; i += blockDim.x) {
+        int r = i / HD, c = i % HD;
+        Qh[r * HS + c] = sat_half(r < nrows ? q[(grow0 + r) * ldq + (size_t)hh * HD + c] : 0.0f);
+        O[r * OS + c] = 0.0f;
+    }
+    if (tid < TA_Q) {
+        Ms[tid] = -INFINITY;
+        Ls[tid] = 0.0f;
+    }
+    /* softmax: row sr, its 16 keys from column 16 * sub */
+    const int sr = tid >> 2, sub = tid & 3;
+    const int lim = sr >= nrows ? 0 : lens ? (r0 + sr < len ? len : 0) : pos0 + r0 + sr + 1;
+    for (int kt = 0; kt < klen; kt += TA_K) {
+        __syncthreads(); /* Qh, O ready; the last tile's Kh, Vh, Ph read */
+        for (int i = tid; i < TA_K * HD; i += blockDim.x) {
+            int j = i / HD, c = i % HD, key = kt + j, ok = key < klen;
+            Kh[j * HS + c] = sat_half(ok ? kb[(size_t)key * ldk + c] : 0.0f);
+            Vh[j * HS + c] = sat_half(ok ? vb[(size_t)key * ldk + c] : 0.0f);
+        }
+        __syncthreads();
+        { /* S = Q Kᵀ: warp w, row block w / 2, column blocks 2 (w % 2) and 2 (w % 2) + 1 */
+            const int mb = warp >> 1;
+#pragma unroll
+            for (int x = 0; x < 2; x++) {
+                const int nb = (warp & 1) * 2 + x;
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+                for (int kk = 0; kk < NC; kk++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> fb;
+                    wmma::load_matrix_sync(fa, Qh + mb * 16 * HS + kk * 16, HS);
+                    wmma::load_matrix_sync(fb, Kh + nb * 16 * HS + kk * 16, HS);
+                    wmma::mma_sync(acc, fa, fb, acc);
+                }
+                wmma::store_matrix_sync(S + mb * 16 * SS + nb * 16, acc, SS, wmma::mem_row_major);
+            }
+        }
+        __syncthreads();
+        { /* the online softmax of row sr over this tile; O's row rescaled */
+            float sv[16], mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                int key = kt + sub * 16 + j;
+                sv[j] = key < lim ? scale * S[sr * SS + sub * 16 + j] : -INFINITY;
+                mx = fmaxf(mx, sv[j]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mo = Ms[sr], mn = fmaxf(mo, mx), ps = 0.0f;
+            float corr = mn == -INFINITY ? 1.0f : expf(mo - mn);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                float p = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - mn);
+                Ph[sr * PS + sub * 16 + j] = __float2half_rn(p);
+                ps += p;
+            }
+            ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+            ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+            for (int c = sub; c < HD; c += 4) O[sr * OS + c] *= corr;
+            __syncwarp();
+            if (sub == 0) {
+                Ms[sr] = mn;
+                Ls[sr] = Ls[sr] * corr + ps;
+            }
+        }
+        __syncthreads();
+        { /* O += P V: warp w, row block w / 2, column blocks (w % 2) + 2 i */
+            const int mb = warp >> 1;
+            for (int jb = warp & 1; jb < NC; jb += 2) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                wmma::load_matrix_sync(acc, O + mb * 16 * OS + jb * 16, OS, wmma::mem_row_major);
+#pragma unroll
+                for (int kk = 0; kk < TA_K / 16; kk++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
+                    wmma::load_matrix_sync(fa, Ph + mb * 16 * PS + kk * 16, PS);
+                    wmma::load_matrix_sync(fb, Vh + kk * 16 * HS + jb * 16, HS);
+                    wmma::mma_sync(acc, fa, fb, acc);
+                }
+                wmma::store_matrix_sync(O + mb * 16 * OS + jb * 16, acc, OS, wmma::mem_row_major);
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < nrows * HD; i += blockDim.x) {
+        int r = i / HD, c = i % HD;
+        float l = Ls[r];
+        out[(grow0 + r) * ldq + (size_t)hh * HD + c] = l > 0.0f ? O[r * OS + c] / l : 0.0f;
+    }
+}
+
+/* ta_launch: the tiled kernel for head dim hd (f32, or on tensor cores with
+ * DOCENT_CUDA_ATTN=mma); 0 when it has no variant for it (or tiling is
+ * off), and the caller uses k_attn */
 static int ta_launch(cu_ctx *c, dim3 grid, float *out, const float *q, const float *k,
                      const float *v, int ldq, int ldk, int grp, int hd, float scale, int n,
                      int pos0, int t, const int32_t *lens, int tps)
@@ -479,8 +628,12 @@ static int ta_launch(cu_ctx *c, dim3 grid, float *out, const float *q, const flo
     if (!c->tiled_ok || hd % 16) return 0;
 #define TA_CASE(nc)                                                                          \
     case nc:                                                                                 \
-        k_attn_tiled<nc><<<grid, 256, ta_smem(nc), c->st>>>(out, q, k, v, ldq, ldk, grp, scale, \
-                                                            n, pos0, t, lens, tps);          \
+        if (c->attn_mma)                                                                     \
+            k_attn_mma<nc><<<grid, 256, tm_smem(nc), c->st>>>(out, q, k, v, ldq, ldk, grp, scale, \
+                                                              n, pos0, t, lens, tps);        \
+        else                                                                                 \
+            k_attn_tiled<nc><<<grid, 256, ta_smem(nc), c->st>>>(out, q, k, v, ldq, ldk, grp, \
+                                                                scale, n, pos0, t, lens, tps); \
         return 1;
     switch (hd / 16) {
         TA_CASE(2)
@@ -1707,12 +1860,17 @@ int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
         c->quant_keep = qk && !strcmp(qk, "keep");
         /* the tiled attention kernels take more than the default 48 KiB of
          * shared memory; DOCENT_CUDA_ATTN=simple keeps k_attn everywhere */
+        c->attn_mma = ta && !strcmp(ta, "mma");
+#define SMEM_OPT(kern, bytes) \
+    (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)) == cudaSuccess)
         c->tiled_ok = !(ta && !strcmp(ta, "simple")) &&
-                      cudaFuncSetAttribute(k_attn_tiled<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(2)) == cudaSuccess &&
-                      cudaFuncSetAttribute(k_attn_tiled<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(4)) == cudaSuccess &&
-                      cudaFuncSetAttribute(k_attn_tiled<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(5)) == cudaSuccess &&
-                      cudaFuncSetAttribute(k_attn_tiled<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(6)) == cudaSuccess &&
-                      cudaFuncSetAttribute(k_attn_tiled<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ta_smem(8)) == cudaSuccess;
+                      (c->attn_mma ? SMEM_OPT(k_attn_mma<2>, tm_smem(2)) && SMEM_OPT(k_attn_mma<4>, tm_smem(4)) &&
+                                         SMEM_OPT(k_attn_mma<5>, tm_smem(5)) && SMEM_OPT(k_attn_mma<6>, tm_smem(6)) &&
+                                         SMEM_OPT(k_attn_mma<8>, tm_smem(8))
+                                   : SMEM_OPT(k_attn_tiled<2>, ta_smem(2)) && SMEM_OPT(k_attn_tiled<4>, ta_smem(4)) &&
+                                         SMEM_OPT(k_attn_tiled<5>, ta_smem(5)) && SMEM_OPT(k_attn_tiled<6>, ta_smem(6)) &&
+                                         SMEM_OPT(k_attn_tiled<8>, ta_smem(8)));
+#undef SMEM_OPT
         cudaGetLastError();
     }
     be->i = &cu_iface;

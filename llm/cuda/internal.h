@@ -87,6 +87,7 @@ typedef struct cu_ctx {
     unsigned scratch_gen;       /* bumped when a scratch buffer moves (graphs hold pointers) */
     int graphs_on;              /* DOCENT_CUDA_GRAPHS != 0 */
     int tiled_ok;               /* the tiled attention kernels are usable (and not turned off) */
+    int attn_mma;               /* DOCENT_CUDA_ATTN=mma: the tiled attention on tensor cores */
     cu_graph graphs[CU_GRAPHS];
     uint64_t g_clock;
     int g_mode;                 /* G_*: the open graph step's mode */

@@ -206,6 +206,17 @@ def decoder_case(args, shape, res, bw):
                      f"(margin {m:.3g})")
         log(f"[{shape}] logits cos {cos:.6f} maxdiff {diff:.4g} / range {rng_:.3g}; "
             f"{same}/32 greedy tokens identical")
+        if args.backend == "cuda":  # the prompt's attention on tensor cores: same bounds
+            lg_mma = lg_file + ".mma"
+            rm = probe(args, "decode", d, args.backend, ids_file, 32, lg_mma, extra_env={"DOCENT_CUDA_ATTN": "mma"})
+            if rm:
+                lm = np.fromfile(lg_mma, dtype=np.float32)
+                cm = float(np.dot(lm, logits_ref) / (np.linalg.norm(lm) * np.linalg.norm(logits_ref) + 1e-30))
+                dm = float(np.abs(lm - logits_ref).max())
+                case.update(logits_cos_mma=cm, logits_maxdiff_mma=dm)
+                log(f"[{shape}] DOCENT_CUDA_ATTN=mma: logits cos {cm:.6f} maxdiff {dm:.4g}")
+                if not (cm >= 0.999 and dm <= tol):
+                    fail(f"{shape}: with DOCENT_CUDA_ATTN=mma last-token logits cosine {cm:.6f}, max diff {dm:.4g}")
     if args.bench:
         wbytes = 2 * nparams  # f16 weights, read once per decoded token
         steps = 16 if args.quick else 128
@@ -249,12 +260,13 @@ def decoder_case(args, shape, res, bw):
                 case[f"prefill{n}_tok_s"] = r["tok_s"]
                 case[f"prefill{n}_ms"] = r["best_s"] * 1e3
                 case[f"prefill{n}_flop_frac"] = flops / r["best_s"] / PEAK_FLOPS
-                if args.backend == "cuda" and n == 2048:  # the tiled attention's gain
-                    r0 = probe(args, "prefill", d, args.backend, n, 1, extra_env={"DOCENT_CUDA_ATTN": "simple"})
-                    if r0:
-                        case["prefill2048_simple_attn_ms"] = r0["best_s"] * 1e3
-                        log(f"[{shape}] prefill 2048: {case['prefill2048_ms']:.2f} ms, "
-                            f"{case['prefill2048_simple_attn_ms']:.2f} ms with DOCENT_CUDA_ATTN=simple")
+                if args.backend == "cuda" and n == 2048:  # the attention kernels compared
+                    for mode in ("simple", "mma"):
+                        r0 = probe(args, "prefill", d, args.backend, n, 1, extra_env={"DOCENT_CUDA_ATTN": mode})
+                        if r0:
+                            case[f"prefill2048_{mode}_attn_ms"] = r0["best_s"] * 1e3
+                            log(f"[{shape}] prefill 2048: {case['prefill2048_ms']:.2f} ms (tiled f32 attention), "
+                                f"{r0['best_s'] * 1e3:.2f} ms with DOCENT_CUDA_ATTN={mode}")
     res["decoders"].append(case)
     del model, ref
     if args.device != "cpu":

@@ -262,6 +262,37 @@ static void pair_check_scaled(const char *what, pair *p, double tol, double scal
 
 static void pair_check(const char *what, pair *p, double tol) { pair_check_scaled(what, p, tol, 0.0); }
 
+/* a second CUDA backend with DOCENT_CUDA_ATTN=mma (prefill and encoder
+ * attention on tensor cores, inputs rounded to f16), or NULL in the self-test */
+static llm_backend *mma_backend(void)
+{
+    if (selftest) return NULL;
+    llm_backend *be = NULL;
+    doc_err err = {0};
+    setenv("DOCENT_CUDA_ATTN", "mma", 1);
+    int rc = llm_cuda_backend_new(0, &be, &err);
+    unsetenv("DOCENT_CUDA_ATTN");
+    if (rc) fail_msg("cuda backend with DOCENT_CUDA_ATTN=mma: %s", err.msg);
+    return be;
+}
+
+/* the same attention on the mma backend against the CPU's output (in p.c):
+ * f16 inputs allow 3e-3 of the output scale (1: averages of |v| <= 1) */
+static void mma_check(llm_backend *mb, const char *what, pair *po, const float *q, size_t qs,
+                      const float *k, const float *v, size_t ks, int causal, int n, int pos0, int h,
+                      int g, int hd, float scale, int b, int t, const int *lens)
+{
+    float *dq = put(mb, q, qs), *dk = put(mb, k, ks), *dv = put(mb, v, ks), *dout = put(mb, NULL, qs);
+    if (causal) mb->i->attn_causal(mb, dout, dq, dk, dv, n, pos0, h, g, hd, scale);
+    else mb->i->attn_bidir(mb, dout, dq, dk, dv, b, t, h, hd, lens, scale);
+    float *a = get(mb, dout, qs), *ref = get(cpu, po->c, qs);
+    char w2[128];
+    snprintf(w2, sizeof w2, "%s (mma)", what);
+    close_to(w2, a, ref, qs, 3e-3, 1.0);
+    free(a), free(ref);
+    mb->i->release(mb, dq), mb->i->release(mb, dk), mb->i->release(mb, dv), mb->i->release(mb, dout);
+}
+
 static void test_norms(void **state)
 {
     (void)state;
@@ -312,6 +343,7 @@ static void test_rope(void **state)
 static void test_attn_causal(void **state)
 {
     (void)state;
+    llm_backend *mb = mma_backend(); /* takes the calls of 9 rows and more, head dims 16k <= 128 */
     uint64_t seed = 0x63617573ULL;
     /* n, pos0, h, g, hd */
     const int cases[][5] = {
@@ -335,9 +367,11 @@ static void test_attn_causal(void **state)
         char what[96];
         snprintf(what, sizeof what, "attn_causal n %d pos0 %d h %d g %d hd %d", n, pos0, h, g, hd);
         pair_check_scaled(what, &po, 2e-5, 1.0); /* outputs are averages of |v| <= 1 */
+        if (mb) mma_check(mb, what, &po, q, qs, k, v, ks, 1, n, pos0, h, g, hd, scale, 0, 0, NULL);
         pair_free(&pq), pair_free(&pk), pair_free(&pv), pair_free(&po);
         free(q), free(k), free(v);
     }
+    if (mb) llm_backend_free(&mb);
 }
 
 /* attn_decode: each row over its own cache (its own length), its new key
@@ -572,6 +606,7 @@ static void test_graphs(void **state)
 static void test_attn_bidir(void **state)
 {
     (void)state;
+    llm_backend *mb = mma_backend();
     uint64_t seed = 0x62696469ULL;
     /* head dims 16k up to 128 take the tiled kernel (several tiles: t 200), 256 the other */
     const int shapes[][4] = {{3, 13, 12, 32}, {2, 128, 6, 64}, {1, 1, 2, 128}, {4, 9, 3, 256},
@@ -593,6 +628,7 @@ static void test_attn_bidir(void **state)
         char what[96];
         snprintf(what, sizeof what, "attn_bidir b %d t %d h %d hd %d", b, t, h, hd);
         pair_check_scaled(what, &po, 2e-5, 1.0); /* outputs are averages of |v| <= 1 */
+        if (mb) mma_check(mb, what, &po, q, sz, k, v, sz, 0, 0, 0, h, h, hd, scale, b, t, lens);
         float *o = get(gpu, po.g, sz); /* padded rows exactly zero */
         for (int s = 0; s < b; s++)
             for (int i = lens[s]; i < t; i++)
@@ -603,6 +639,7 @@ static void test_attn_bidir(void **state)
         pair_free(&pq), pair_free(&pk), pair_free(&pv), pair_free(&po);
         free(q), free(k), free(v);
     }
+    if (mb) llm_backend_free(&mb);
 }
 
 static void test_elementwise(void **state)
