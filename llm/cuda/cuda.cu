@@ -351,6 +351,42 @@ static size_t ta_smem(int nc)
             (size_t)TA_Q * (TA_K + 1)) * sizeof(float);
 }
 
+/* ta_tile: the part of the work block (blockIdx.x, head hh) of the tiled
+ * kernels takes: nrows query rows from row r0 of its sequence (grow0 in q and
+ * out), and the keys below klen at kb, vb (causal: those the tile's last row
+ * sees; bidirectional: the sequence's length) */
+struct ta_tile {
+    int r0, nrows, klen;
+    size_t grow0;
+    const float *kb, *vb;
+};
+
+__device__ __forceinline__ ta_tile ta_where(const float *k, const float *v, int ldk, int grp,
+                                            int hd, int n, int pos0, int t, const int32_t *lens,
+                                            int tiles_per_seq)
+{
+    ta_tile w;
+    const int hh = blockIdx.y;
+    if (lens) {
+        int sq = blockIdx.x / tiles_per_seq, len = lens[sq];
+        len = len < 0 ? 0 : len > t ? t : len;
+        w.r0 = blockIdx.x % tiles_per_seq * TA_Q;
+        w.nrows = t - w.r0 < TA_Q ? t - w.r0 : TA_Q;
+        w.klen = len;
+        w.grow0 = (size_t)sq * t + w.r0;
+        w.kb = k + (size_t)sq * t * ldk + (size_t)hh * hd;
+        w.vb = v + (size_t)sq * t * ldk + (size_t)hh * hd;
+    } else {
+        w.r0 = blockIdx.x * TA_Q;
+        w.nrows = n - w.r0 < TA_Q ? n - w.r0 : TA_Q;
+        w.klen = pos0 + w.r0 + w.nrows;
+        w.grow0 = (size_t)w.r0;
+        w.kb = k + (size_t)(hh / grp) * hd;
+        w.vb = v + (size_t)(hh / grp) * hd;
+    }
+    return w;
+}
+
 template <int NC>
 __global__ void __launch_bounds__(256)
     k_attn_tiled(float *out, const float *q, const float *k, const float *v, int ldq, int ldk,
@@ -361,26 +397,10 @@ __global__ void __launch_bounds__(256)
     extern __shared__ float ta_sm[];
     float *Qs = ta_sm, *Ks = Qs + TA_Q * HD, *Vs = Ks + TA_K * KP, *Ps = Vs + TA_K * HD;
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, hh = blockIdx.y;
-    int r0, nrows, klen;
-    size_t grow0; /* the tile's first row in q and out */
-    const float *kb, *vb;
-    if (lens) {
-        int sq = blockIdx.x / tiles_per_seq, len = lens[sq];
-        len = len < 0 ? 0 : len > t ? t : len;
-        r0 = blockIdx.x % tiles_per_seq * TA_Q;
-        nrows = t - r0 < TA_Q ? t - r0 : TA_Q;
-        klen = len;
-        grow0 = (size_t)sq * t + r0;
-        kb = k + (size_t)sq * t * ldk + (size_t)hh * HD;
-        vb = v + (size_t)sq * t * ldk + (size_t)hh * HD;
-    } else {
-        r0 = blockIdx.x * TA_Q;
-        nrows = n - r0 < TA_Q ? n - r0 : TA_Q;
-        klen = pos0 + r0 + nrows; /* the keys the tile's last row sees */
-        grow0 = (size_t)r0;
-        kb = k + (size_t)(hh / grp) * HD;
-        vb = v + (size_t)(hh / grp) * HD;
-    }
+    const ta_tile tl = ta_where(k, v, ldk, grp, HD, n, pos0, t, lens, tiles_per_seq);
+    const int r0 = tl.r0, nrows = tl.nrows, klen = tl.klen;
+    const size_t grow0 = tl.grow0;
+    const float *kb = tl.kb, *vb = tl.vb;
     for (int i = tid; i < TA_Q * HD; i += blockDim.x) {
         int r = i / HD, c = i % HD;
         Qs[i] = r < nrows ? q[(grow0 + r) * ldq + (size_t)hh * HD + c] : 0.0f;
@@ -505,27 +525,10 @@ __global__ void __launch_bounds__(256)
     __half *Ph = (__half *)(S + TA_Q * SS);
     float *O = (float *)(Ph + TA_Q * PS), *Ms = O + TA_Q * OS, *Ls = Ms + TA_Q;
     const int tid = threadIdx.x, warp = tid >> 5, hh = blockIdx.y;
-    int r0, nrows, klen, len = 0;
-    size_t grow0;
-    const float *kb, *vb;
-    if (lens) {
-        int sq = blockIdx.x / tiles_per_seq;
-        len = lens[sq];
-        len = len < 0 ? 0 : len > t ? t : len;
-        r0 = blockIdx.x % tiles_per_seq * TA_Q;
-        nrows = t - r0 < TA_Q ? t - r0 : TA_Q;
-        klen = len;
-        grow0 = (size_t)sq * t + r0;
-        kb = k + (size_t)sq * t * ldk + (size_t)hh * HD;
-        vb = v + (size_t)sq * t * ldk + (size_t)hh * HD;
-    } else {
-        r0 = blockIdx.x * TA_Q;
-        nrows = n - r0 < TA_Q ? n - r0 : TA_Q;
-        klen = pos0 + r0 + nrows;
-        grow0 = (size_t)r0;
-        kb = k + (size_t)(hh / grp) * HD;
-        vb = v + (size_t)(hh / grp) * HD;
-    }
+    const ta_tile tl = ta_where(k, v, ldk, grp, HD, n, pos0, t, lens, tiles_per_seq);
+    const int r0 = tl.r0, nrows = tl.nrows, klen = tl.klen;
+    const size_t grow0 = tl.grow0;
+    const float *kb = tl.kb, *vb = tl.vb;
     for (int i = tid; i < TA_Q * HD; i += blockDim.x) {
         int r = i / HD, c = i % HD;
         Qh[r * HS + c] = sat_half(r < nrows ? q[(grow0 + r) * ldq + (size_t)hh * HD + c] : 0.0f);
@@ -537,7 +540,7 @@ __global__ void __launch_bounds__(256)
     }
     /* softmax: row sr, its 16 keys from column 16 * sub */
     const int sr = tid >> 2, sub = tid & 3;
-    const int lim = sr >= nrows ? 0 : lens ? (r0 + sr < len ? len : 0) : pos0 + r0 + sr + 1;
+    const int lim = sr >= nrows ? 0 : lens ? (r0 + sr < klen ? klen : 0) : pos0 + r0 + sr + 1;
     for (int kt = 0; kt < klen; kt += TA_K) {
         __syncthreads(); /* Qh, O ready; the last tile's Kh, Vh, Ph read */
         for (int i = tid; i < TA_K * HD; i += blockDim.x) {
