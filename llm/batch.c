@@ -21,7 +21,6 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #define GATHER_S 0.002  /* longest a ready request waits for the rest of the batch */
@@ -126,12 +125,6 @@ static void wait_until(llm_batcher *b, double until)
     (void)rc; /* ETIMEDOUT or a wake-up: the caller re-checks */
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* run one step for the queue's first requests; called and returns with mu held */
 static void lead(llm_model *m)
@@ -180,7 +173,7 @@ static void advance(llm_model *m)
         return;
     }
     double until = b->head->since + GATHER_S;
-    if (b->pending >= b->decoding || b->pending >= b->max || mono_now() >= until) lead(m);
+    if (b->pending >= b->decoding || b->pending >= b->max || time_now() >= until) lead(m);
     else wait_until(b, until);
 }
 
@@ -188,7 +181,7 @@ int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, float *
                  int32_t *next, doc_err *err)
 {
     llm_batcher *b = m->batcher;
-    breq r = {.row = {.s = s, .id = id}, .since = mono_now()};
+    breq r = {.row = {.s = s, .id = id}, .since = time_now()};
     if (!sampler_greedy(smp, &r.row.recent, &r.row.n_recent, &r.row.penalty))
         r.row.logits = logits;
     int rc;

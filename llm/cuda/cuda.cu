@@ -512,6 +512,23 @@ static size_t tm_smem(int nc)
            + 2 * (size_t)TA_Q * sizeof(float);                    /* m, l */
 }
 
+/* acc += A (16 x 16 ksteps, row-major, lda) . B (16 ksteps x 16, layout LB,
+ * ldb; its k-th 16-slice at b + k * bstep), on tensor cores */
+template <typename LB>
+__device__ __forceinline__ void
+mma_16(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> &acc, const __half *a,
+       int lda, const __half *b, int ldb, int bstep, int ksteps)
+{
+    using namespace nvcuda;
+    for (int kk = 0; kk < ksteps; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, LB> fb;
+        wmma::load_matrix_sync(fa, a + kk * 16, lda);
+        wmma::load_matrix_sync(fb, b + kk * bstep, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+}
+
 template <int NC>
 __global__ void __launch_bounds__(256)
     k_attn_mma(float *out, const float *q, const float *k, const float *v, int ldq, int ldk,
@@ -555,15 +572,8 @@ __global__ void __launch_bounds__(256)
             for (int x = 0; x < 2; x++) {
                 const int nb = (warp & 1) * 2 + x;
                 wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-                wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-                for (int kk = 0; kk < NC; kk++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> fb;
-                    wmma::load_matrix_sync(fa, Qh + mb * 16 * HS + kk * 16, HS);
-                    wmma::load_matrix_sync(fb, Kh + nb * 16 * HS + kk * 16, HS);
-                    wmma::mma_sync(acc, fa, fb, acc);
-                }
+                wmma::fill_fragment(acc, 0.0f); /* Kᵀ: K's rows read column-major */
+                mma_16<wmma::col_major>(acc, Qh + mb * 16 * HS, HS, Kh + nb * 16 * HS, HS, 16, NC);
                 wmma::store_matrix_sync(S + mb * 16 * SS + nb * 16, acc, SS, wmma::mem_row_major);
             }
         }
@@ -601,14 +611,7 @@ __global__ void __launch_bounds__(256)
             for (int jb = warp & 1; jb < NC; jb += 2) {
                 wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
                 wmma::load_matrix_sync(acc, O + mb * 16 * OS + jb * 16, OS, wmma::mem_row_major);
-#pragma unroll
-                for (int kk = 0; kk < TA_K / 16; kk++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
-                    wmma::load_matrix_sync(fa, Ph + mb * 16 * PS + kk * 16, PS);
-                    wmma::load_matrix_sync(fb, Vh + kk * 16 * HS + jb * 16, HS);
-                    wmma::mma_sync(acc, fa, fb, acc);
-                }
+                mma_16<wmma::row_major>(acc, Ph + mb * 16 * PS, PS, Vh + jb * 16, HS, 16 * HS, TA_K / 16);
                 wmma::store_matrix_sync(O + mb * 16 * OS + jb * 16, acc, OS, wmma::mem_row_major);
             }
         }
