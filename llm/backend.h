@@ -89,10 +89,14 @@ typedef struct llm_backend_i {
     void (*rope)(llm_backend *be, float *x, int n, int h, int hd, const int32_t *pos,
                  float theta, int neox);
     /* causal attention over a KV cache.  q (n, h, hd) are the queries at positions
-     * pos0..pos0+n-1; kc, vc (c, g, hd) hold keys/values for positions
-     * 0..pos0+n-1 already.  out (n, h*hd).  Query head j uses kv head j/(h/g). */
-    void (*attn_causal)(llm_backend *be, float *out, const float *q, const float *kc,
-                        const float *vc, int n, int pos0, int h, int g, int hd, float scale);
+     * pos0..pos0+n-1; kc, vc hold the keys/values of position p at kc + p*ldc
+     * (g*hd floats each; ldc >= g*hd) for positions 0..pos0+n-1: already, or,
+     * when kn, vn (n, g*hd) are given, for positions before pos0 and the call
+     * first stores row i of kn, vn at position pos0 + i.  out (n, h*hd).
+     * Query head j uses kv head j/(h/g). */
+    void (*attn_causal)(llm_backend *be, float *out, const float *q, float *kc, float *vc,
+                        size_t ldc, const float *kn, const float *vn, int n, int pos0, int h,
+                        int g, int hd, float scale);
     /* bidirectional attention for an encoder batch of b sequences padded to t:
      * q, k, v, out (b, t, h*hd); sequence s has lens[s] valid tokens (host
      * memory); padded keys are masked, padded query rows are written as zeros. */
@@ -111,13 +115,14 @@ typedef struct llm_backend_i {
 
     /* ---- optional ops (NULL: the caller composes the required ones) ---- */
     /* attention for a decode step of n sequences, one query each: q (n, h, hd);
-     * row i attends over kc[i], vc[i] (c, g, hd) at positions 0..pos[i].
-     * When kn, vn (n, g*hd) are given, row i's new key and value are first
-     * written at position pos[i] of kc[i], vc[i]; when NULL they are there
-     * already.  out (n, h*hd).  kc, vc and pos are host arrays (of backend
-     * pointers).  Equal to n calls of attn_causal(1 query, pos0 = pos[i]). */
+     * row i attends over kc[i], vc[i] (position p at + p*ldc, as in
+     * attn_causal) at positions 0..pos[i].  When kn, vn (n, g*hd) are given,
+     * row i's new key and value are first written at position pos[i] of kc[i],
+     * vc[i]; when NULL they are there already.  out (n, h*hd).  kc, vc and pos
+     * are host arrays (of backend pointers).  Equal to n calls of
+     * attn_causal(1 query, pos0 = pos[i]). */
     void (*attn_decode)(llm_backend *be, float *out, const float *q, float *const *kc,
-                        float *const *vc, const int32_t *pos, const float *kn,
+                        float *const *vc, size_t ldc, const int32_t *pos, const float *kn,
                         const float *vn, int n, int h, int g, int hd, float scale);
 
     /* Replayable steps (CUDA graphs).  The ops between graph_begin(key) and
@@ -147,6 +152,19 @@ typedef struct llm_backend_i {
     int (*mem_info)(llm_backend *be, size_t *free_bytes, size_t *total_bytes);
     /* describe: one line of the backend's counters (graphs recorded, replayed) */
     void (*describe)(llm_backend *be, char *buf, size_t size);
+
+    /* KV caches that grow with their sequence.  Without these ops a cache is
+     * alloc()ed whole (on the CPU only its written pages take memory).
+     * kv_reserve: address space for n floats with no memory behind it yet
+     * (NULL when none is left).  kv_grow: memory behind at least the first n
+     * floats of reservation p, added in the backend's blocks; *ready gets how
+     * many floats are usable now (>= n; new ones hold anything).  0, or
+     * DOC_ENOMEM / DOC_EDEVICE with the numbers in err.  release() frees a
+     * reservation and its blocks.  Layout: a growing cache keeps each
+     * position's layers together, so any prefix of positions is one prefix
+     * of the reservation. */
+    float *(*kv_reserve)(llm_backend *be, size_t n);
+    int (*kv_grow)(llm_backend *be, float *p, size_t n, size_t *ready, doc_err *err);
 } llm_backend_i;
 
 struct llm_backend {

@@ -9,8 +9,15 @@
  *               x += Wo · attn(q, K[0..p+n), V[0..p+n))
  *               xb = rms(x)·ffn_norm;  x += Wd · (silu(Wg xb) * (Wu xb))
  *   logits = W_out · rms(x)·out_norm   (W_out = tok_embd when tied)
- * A prompt is processed in chunks of UBATCH tokens; the session's buffers are
- * sized once, at creation, for that chunk and for n_ctx cache positions.
+ * A prompt is processed in chunks of UBATCH tokens; the session's activations
+ * are sized once, at creation, for that chunk.
+ *
+ * The KV cache holds n_ctx positions.  On a backend without kv_reserve it is
+ * allocated whole, layer by layer (L, c, g*hd): on the CPU only written pages
+ * take memory.  With kv_reserve (CUDA) it is an address range laid out
+ * position by position (c, L, g*hd), given memory in the backend's blocks as
+ * the sequence reaches them (kv_ensure), so memory follows actual lengths.
+ * Either way layer l of position p is at kc + l*lo + p*ldc.
  */
 #include "llm/model.h"
 
@@ -74,7 +81,9 @@ int llama_load(llm_model *m, doc_err *err)
 struct llm_session {
     llm_model *m;
     int pos, n_ctx;
-    float *kc, *vc;                 /* (L, c, g*hd) each */
+    float *kc, *vc;                 /* the caches, (L, c, g*hd) or (c, L, g*hd) */
+    size_t lo, ldc;                 /* floats from layer to layer, position to position */
+    int ready;                      /* positions with memory behind them */
     float *x, *xb, *q, *att, *hb, *hb2; /* (UBATCH, ...) activations */
     float *logits;                  /* (logits_rows, vocab) backend */
     int logits_rows;                /* grown on demand: most evaluations need one row */
@@ -114,8 +123,24 @@ int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err)
     s->n_ctx = n_ctx > 0 && n_ctx < m->n_ctx ? n_ctx : m->n_ctx;
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, qd = (size_t)hp->n_head * hp->head_dim;
     size_t cache = (size_t)hp->n_layer * s->n_ctx * kvd;
-    s->kc = be->i->alloc(be, cache);
-    s->vc = be->i->alloc(be, cache);
+    if (be->i->kv_reserve) {
+        /* a prompt chunk's new keys and values wait in the FFN buffers */
+        if (kvd > (size_t)hp->n_ff) {
+            free(s);
+            return doc_errf(err, DOC_EUNSUPPORTED, "%s: kv width %zu exceeds the ffn width %d",
+                            m->src.path, kvd, hp->n_ff);
+        }
+        s->kc = be->i->kv_reserve(be, cache);
+        s->vc = be->i->kv_reserve(be, cache);
+        s->lo = kvd;
+        s->ldc = (size_t)hp->n_layer * kvd;
+    } else {
+        s->kc = be->i->alloc(be, cache);
+        s->vc = be->i->alloc(be, cache);
+        s->lo = (size_t)s->n_ctx * kvd;
+        s->ldc = kvd;
+        s->ready = s->n_ctx;
+    }
     s->x = be->i->alloc(be, (size_t)UBATCH * hp->d);
     s->xb = be->i->alloc(be, (size_t)UBATCH * (qd > (size_t)hp->d ? qd : (size_t)hp->d));
     s->q = be->i->alloc(be, (size_t)UBATCH * qd);
@@ -134,11 +159,45 @@ int session_new_n(llm_model *m, int n_ctx, llm_session **out, doc_err *err)
     return DOC_OK;
 }
 
+/* kv_ensure: memory behind s's cache positions [0, upto) (a growing cache;
+ * the model's kv_budget caps all sessions' together) */
+static int kv_ensure(llm_session *s, int upto, doc_err *err)
+{
+    if (upto <= s->ready) return DOC_OK;
+    llm_model *m = s->m;
+    llm_backend *be = m->be;
+    const double MB = 1048576.0;
+    size_t per = s->ldc * sizeof(float) * 2; /* bytes of one position, keys and values */
+    size_t more = (size_t)(upto - s->ready) * per;
+    size_t held = __atomic_load_n(&m->kv_held, __ATOMIC_RELAXED);
+    if (m->kv_budget && held + more > m->kv_budget)
+        return doc_errf(err, DOC_ENOMEM,
+                        "KV cache: %d more positions (%.1f MiB) would take the caches past the %.0f MiB "
+                        "that [models] memory_limit_mb leaves them (%.0f MiB held); lower [daemon] "
+                        "parallel or [models] context, or raise the limit",
+                        upto - s->ready, more / MB, m->kv_budget / MB, held / MB);
+    size_t rk = 0, rv = 0;
+    doc_err e2 = {0};
+    int rc = be->i->kv_grow(be, s->kc, (size_t)upto * s->ldc, &rk, &e2);
+    if (!rc) rc = be->i->kv_grow(be, s->vc, (size_t)upto * s->ldc, &rv, &e2);
+    if (rc)
+        return doc_errf(err, rc, "KV cache: cannot grow a session to %d positions (%.0f MiB held by "
+                        "this model's caches): %s", upto, held / MB, e2.msg);
+    size_t r = (rk < rv ? rk : rv) / s->ldc;
+    int now = r < (size_t)s->n_ctx ? (int)r : s->n_ctx;
+    __atomic_add_fetch(&m->kv_held, (size_t)(now - s->ready) * per, __ATOMIC_RELAXED);
+    s->ready = now;
+    return DOC_OK;
+}
+
 void llm_session_free(llm_session **sp)
 {
     llm_session *s = sp ? *sp : NULL;
     if (!s) return;
     llm_backend *be = s->m->be;
+    if (be->i->kv_reserve && s->ready)
+        __atomic_sub_fetch(&s->m->kv_held, (size_t)s->ready * s->ldc * sizeof(float) * 2,
+                           __ATOMIC_RELAXED);
     float *bufs[] = {s->kc, s->vc, s->x, s->xb, s->q, s->att, s->hb, s->hb2, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->i->release(be, bufs[i]);
     free(s);
@@ -161,10 +220,17 @@ int llm_session_copy(llm_session *dst, const llm_session *src)
     const llm_hparams *hp = &src->m->hp;
     llm_backend *be = src->m->be;
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    for (int l = 0; l < hp->n_layer; l++) {
-        size_t off = (size_t)l * src->n_ctx * kvd;
-        be->i->copy(be, dst->kc + off, src->kc + off, (size_t)src->pos * kvd);
-        be->i->copy(be, dst->vc + off, src->vc + off, (size_t)src->pos * kvd);
+    doc_err e2;
+    if (kv_ensure(dst, src->pos, &e2)) return DOC_ENOMEM;
+    if (src->ldc != kvd) { /* position by position: the prefix is one block */
+        be->i->copy(be, dst->kc, src->kc, (size_t)src->pos * src->ldc);
+        be->i->copy(be, dst->vc, src->vc, (size_t)src->pos * src->ldc);
+    } else {
+        for (int l = 0; l < hp->n_layer; l++) {
+            size_t off = (size_t)l * src->lo;
+            be->i->copy(be, dst->kc + off, src->kc + off, (size_t)src->pos * kvd);
+            be->i->copy(be, dst->vc + off, src->vc + off, (size_t)src->pos * kvd);
+        }
     }
     dst->pos = src->pos;
     return DOC_OK;
@@ -233,10 +299,15 @@ static void forward_chunk(llm_session *s, const int32_t *ids, int n, int all)
     op->get_rows(be, s->x, &m->tok_embd, ids, n);                            /* (n, d) */
     for (int l = 0; l < hp->n_layer; l++) {
         const llm_layer *L = &m->layers[l];
-        float *kc = s->kc + (size_t)l * s->n_ctx * kvd, *vc = s->vc + (size_t)l * s->n_ctx * kvd;
-        /* the new keys and values go straight into the cache rows */
-        layer_qkv(s, L, n, kc + (size_t)s->pos * kvd, vc + (size_t)s->pos * kvd);
-        op->attn_causal(be, s->att, s->q, kc, vc, n, s->pos, h, g, hd, scale);
+        float *kc = s->kc + (size_t)l * s->lo, *vc = s->vc + (size_t)l * s->lo;
+        if (s->ldc == kvd) { /* the new keys and values go straight into the cache rows */
+            layer_qkv(s, L, n, kc + (size_t)s->pos * kvd, vc + (size_t)s->pos * kvd);
+            op->attn_causal(be, s->att, s->q, kc, vc, kvd, NULL, NULL, n, s->pos, h, g, hd, scale);
+        } else { /* through the FFN buffers, stored by the attention op */
+            layer_qkv(s, L, n, s->hb, s->hb2);
+            op->attn_causal(be, s->att, s->q, kc, vc, s->ldc, s->hb, s->hb2, n, s->pos, h, g, hd,
+                            scale);
+        }
         layer_out_ffn(s, L, n);
     }
     int first = all ? 0 : n - 1, rows = all ? n : 1;
@@ -268,6 +339,7 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
     const float scale = 1.0f / sqrtf((float)hd);
     float *kn = s->hb, *vn = s->hb2; /* (n, g*hd) */
     float *kcs[UBATCH], *vcs[UBATCH]; /* each row's cache of the layer */
+    const size_t ldc = ss[0]->ldc;    /* one layout for all of a model's sessions */
     for (int i = 0; i < n; i++) s->posv[i] = ss[i]->pos;
 
     op->get_rows(be, s->x, &m->tok_embd, ids, n);
@@ -275,19 +347,15 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
         const llm_layer *L = &m->layers[l];
         layer_qkv(s, L, n, kn, vn);
         for (int i = 0; i < n; i++) {
-            size_t layer = (size_t)l * ss[i]->n_ctx * kvd;
-            kcs[i] = ss[i]->kc + layer;
-            vcs[i] = ss[i]->vc + layer;
+            kcs[i] = ss[i]->kc + (size_t)l * ss[i]->lo;
+            vcs[i] = ss[i]->vc + (size_t)l * ss[i]->lo;
         }
         if (op->attn_decode) {
-            op->attn_decode(be, s->att, s->q, kcs, vcs, s->posv, kn, vn, n, h, g, hd, scale);
+            op->attn_decode(be, s->att, s->q, kcs, vcs, ldc, s->posv, kn, vn, n, h, g, hd, scale);
         } else {
-            for (int i = 0; i < n; i++) {
-                op->copy(be, kcs[i] + (size_t)s->posv[i] * kvd, kn + i * kvd, kvd);
-                op->copy(be, vcs[i] + (size_t)s->posv[i] * kvd, vn + i * kvd, kvd);
-                op->attn_causal(be, s->att + i * qd, s->q + i * qd, kcs[i], vcs[i], 1, s->posv[i], h,
-                                g, hd, scale);
-            }
+            for (int i = 0; i < n; i++)
+                op->attn_causal(be, s->att + i * qd, s->q + i * qd, kcs[i], vcs[i], ldc, kn + i * kvd,
+                                vn + i * kvd, 1, s->posv[i], h, g, hd, scale);
         }
         layer_out_ffn(s, L, n); /* kn, vn (the FFN buffers) are in the caches by now */
     }
@@ -374,6 +442,8 @@ int llm_sessions_step_rows(llm_step_row *rows, int n, doc_err *err)
     }
     llm_backend *be = m->be;
     int rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = kv_ensure(ss[i], ss[i]->pos + 1, err))) return rc;
     if (!m->step && (rc = session_new_n(m, 1, &m->step, err))) return rc;
     if ((rc = logits_reserve(m->step, n, err))) return rc;
     if (be->i->graph_begin) { /* the same key, the same ops on the same buffers */
@@ -434,7 +504,7 @@ int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *
     if (n == 1 && !all && be->i->graph_begin) /* a decode step the backend can replay */
         return llm_sessions_step(&s, ids, 1, logits, err);
     int rc = logits_reserve(s, all ? (n < UBATCH ? n : UBATCH) : 1, err);
-    if (rc) return rc;
+    if (rc || (rc = kv_ensure(s, s->pos + n, err))) return rc;
     for (int done = 0; done < n;) {
         int c = n - done < UBATCH ? n - done : UBATCH;
         forward_chunk(s, ids + done, c, all);

@@ -334,21 +334,33 @@ int model_plan(llm_model *m, int n_seq, doc_err *err)
 {
     size_t fr = 0, tot = 0, kv = 0, one, need;
     int have = m->be->i->mem_info && m->be->i->mem_info(m->be, &fr, &tot) == DOC_OK;
+    int grows = m->kind == LLM_DECODER && m->be->i->kv_reserve;
     if (m->kind == LLM_DECODER) {
         one = llama_session_bytes(m, m->n_ctx, &kv);
-        /* n_seq sessions and the decode step's buffers (llama.c's m->step) */
+        /* n_seq sessions and the decode step's buffers (llama.c's m->step).
+         * Growing caches take memory as answers lengthen: room for one
+         * answer of the full context is planned, the rest is checked as
+         * they grow (kv_budget) */
         need = (size_t)n_seq * one + llama_session_bytes(m, 1, NULL) +
                (size_t)n_seq * m->hp.n_vocab * sizeof(float);
+        if (grows) need -= (size_t)(n_seq - 1) * kv;
     } else {
         one = need = bert_batch_bytes(m, m->batch, m->hp.max_seq);
     }
     need += PLAN_SLACK;
     size_t limit = m->mem_limit_mb > 0 ? (size_t)m->mem_limit_mb << 20 : 0;
-    if ((!have || need <= fr) && (!limit || need <= limit)) return DOC_OK;
+    if ((!have || need <= fr) && (!limit || need <= limit)) {
+        /* the caches may take what the limit leaves after the rest */
+        if (grows) m->kv_budget = limit ? limit - (need - kv) : 0;
+        return DOC_OK;
+    }
     const double MB = 1048576.0;
     int by_limit = limit && (!have || limit < fr);
     char what[160];
-    if (m->kind == LLM_DECODER)
+    if (m->kind == LLM_DECODER && grows)
+        snprintf(what, sizeof what, "%d session%s (activations %.0f MiB each) and a KV cache of %d positions (%.0f MiB)",
+                 n_seq, n_seq == 1 ? "" : "s", (one - kv) / MB, m->n_ctx, kv / MB);
+    else if (m->kind == LLM_DECODER)
         snprintf(what, sizeof what, "%d session%s of %d positions (KV cache %.0f MiB, activations %.0f MiB each)",
                  n_seq, n_seq == 1 ? "" : "s", m->n_ctx, kv / MB, (one - kv) / MB);
     else
@@ -357,7 +369,7 @@ int model_plan(llm_model *m, int n_seq, doc_err *err)
     return doc_errf(err, DOC_ENOMEM,
                     "%s: %s need%s %.0f MiB of working memory on the %s backend, but %s %.0f MiB; "
                     "lower %s%s",
-                    m->src.path, what, dec && n_seq > 1 ? "" : "s", need / MB, m->be->i->name,
+                    m->src.path, what, dec && (n_seq > 1 || grows) ? "" : "s", need / MB, m->be->i->name,
                     by_limit ? "[models] memory_limit_mb allows" : "it has", (by_limit ? limit : fr) / MB,
                     dec ? "[models] context or [daemon] parallel" : "[ingest] embed_batch",
                     by_limit ? ", or raise the limit" : "");

@@ -58,6 +58,8 @@ struct llm_model {
     struct llm_batcher *batcher; /* llm_model_set_parallel (batch.c), or NULL */
     struct llm_session *step;    /* llama.c: the decode step's activations, made at
                                     the first step (a session without a cache) */
+    size_t kv_held;   /* llama.c: bytes of growing caches' memory, all sessions */
+    size_t kv_budget; /* model_plan: what kv_held may reach (0: no limit) */
 };
 
 /* bert.c */

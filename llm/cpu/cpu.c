@@ -35,6 +35,8 @@
 #include <cpuid.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/mman.h>
 
 #define MAX_THREADS 256
 #define ROW_TILE 8        /* weight rows per dot tile */
@@ -54,6 +56,7 @@ typedef struct cpu_ctx {
     size_t scratch_size;
     int err_rc; /* deferred error for sync() */
     char err_msg[256];
+    llm_backend_i iface; /* cpu_iface, with kv_reserve / kv_grow under DOCENT_CPU_KV_GROW=1 */
 } cpu_ctx;
 
 static cpu_ctx *ctx_of(llm_backend *be) { return be->ctx; }
@@ -117,21 +120,95 @@ static void par_for(cpu_ctx *c, int64_t n, int64_t align, double cost, range_fn 
 
 /* ---- memory ------------------------------------------------------------- */
 
+/*
+ * Backend memory.  A buffer starts 64 bytes after a header that says where it
+ * came from.  Small buffers come from aligned_alloc and are zeroed.  Buffers
+ * of BIG_ALLOC bytes or more are private anonymous mappings: zero from the
+ * kernel and backed by memory only where written, so a KV cache sized for
+ * the whole context takes memory for the positions used.
+ * With DOCENT_CPU_KV_GROW=1 the backend also offers kv_reserve / kv_grow:
+ * a reservation is mapped PROT_NONE and opened KV_GRAIN bytes at a time, so
+ * a read or write past what kv_grow opened faults (tests run llama.c's
+ * growing-cache layout, the one CUDA uses, on the CPU with it).
+ */
+#define BIG_ALLOC (1u << 20)
+#define KV_GRAIN (64u << 10)
+#define PAGE 4096u
+
+enum { MEM_HEAP = 1, MEM_MAP, MEM_RESERVED };
+typedef struct {
+    uint32_t magic, kind;
+    size_t map;   /* MEM_MAP / MEM_RESERVED: length of the mapping */
+    size_t ready; /* MEM_RESERVED: bytes opened after the buffer's start */
+} mem_hdr;
+#define MEM_MAGIC 0xd0ce47u
+
+static mem_hdr *hdr_of(void *p) { return (mem_hdr *)((char *)p - 64); }
+
+/* a mapping of len bytes, the buffer one page in (its header just before) */
+static void *map_buf(size_t bytes, int reserve)
+{
+    size_t len = (bytes + 2 * PAGE - 1) & ~(size_t)(PAGE - 1);
+    char *base = mmap(NULL, len, reserve ? PROT_NONE : PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return NULL;
+    if (reserve && mprotect(base, PAGE, PROT_READ | PROT_WRITE)) {
+        munmap(base, len);
+        return NULL;
+    }
+    mem_hdr *h = (mem_hdr *)(base + PAGE - 64);
+    *h = (mem_hdr){MEM_MAGIC, reserve ? MEM_RESERVED : MEM_MAP, len, 0};
+    return base + PAGE;
+}
+
 static float *cpu_alloc(llm_backend *be, size_t n)
 {
     (void)be;
-    if (n > SIZE_MAX / sizeof(float) - 64) return NULL;
+    if (n > SIZE_MAX / sizeof(float) - 2 * PAGE) return NULL;
     size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
     if (!bytes) bytes = 64;
-    float *p = aligned_alloc(64, bytes);
-    if (p) memset(p, 0, bytes);
-    return p;
+    if (bytes >= BIG_ALLOC) return map_buf(bytes, 0);
+    char *base = aligned_alloc(64, bytes + 64);
+    if (!base) return NULL;
+    memset(base + 64, 0, bytes);
+    *(mem_hdr *)base = (mem_hdr){MEM_MAGIC, MEM_HEAP, 0, 0};
+    return (float *)(base + 64);
 }
 
 static void cpu_release(llm_backend *be, void *p)
 {
     (void)be;
-    free(p);
+    if (!p) return;
+    mem_hdr *h = hdr_of(p);
+    if (h->magic != MEM_MAGIC) abort(); /* not from cpu_alloc: a bug, not bad input */
+    if (h->kind == MEM_HEAP) free(h);
+    else munmap((char *)p - PAGE, h->map);
+}
+
+static float *cpu_kv_reserve(llm_backend *be, size_t n)
+{
+    (void)be;
+    if (n > SIZE_MAX / sizeof(float) - 2 * PAGE - KV_GRAIN) return NULL;
+    return map_buf((n * sizeof(float) + KV_GRAIN - 1) & ~(size_t)(KV_GRAIN - 1), 1);
+}
+
+static int cpu_kv_grow(llm_backend *be, float *p, size_t n, size_t *ready, doc_err *err)
+{
+    (void)be;
+    mem_hdr *h = hdr_of(p);
+    size_t cap = h->map - PAGE, want = (n * sizeof(float) + KV_GRAIN - 1) & ~(size_t)(KV_GRAIN - 1);
+    if (h->kind != MEM_RESERVED || n > cap / sizeof(float))
+        return doc_errf(err, DOC_EINVAL, "cpu kv_grow: %zu floats are past the reservation (%zu)", n,
+                        cap / sizeof(float));
+    if (want > cap) want = cap;
+    if (want > h->ready) {
+        if (mprotect((char *)p + h->ready, want - h->ready, PROT_READ | PROT_WRITE))
+            return doc_errf(err, DOC_ENOMEM, "cpu kv_grow: cannot open %zu more bytes: %s",
+                            want - h->ready, strerror(errno));
+        h->ready = want;
+    }
+    *ready = h->ready / sizeof(float);
+    return DOC_OK;
 }
 
 /* rg_pack: rows x k of Q4_0 / Q4_1 / Q8_0 into the row-group layout (internal.h) at dst */
@@ -646,6 +723,7 @@ typedef struct {
     int64_t span;
     float *const *kcs, *const *vcs; /* attn_decode: each row's cache */
     const int32_t *pos;
+    size_t ldc; /* causal and decode: floats between a cache's positions */
 } attn_job;
 
 /* out_row (hd) = softmax(scale * q . keys) . values over nk keys */
@@ -671,7 +749,7 @@ static void row_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
     attn_job *j = arg;
     float *s = j->scores + ith * j->span;
     int grp = j->h / j->g;
-    size_t kstride = (size_t)j->g * j->hd;
+    size_t kstride = j->ldc;
     for (int64_t it = i0; it < i1; it++) {
         int i = (int)(it / j->h), hh = (int)(it % j->h), kv = hh / grp;
         size_t off = ((size_t)i * j->h + hh) * j->hd;
@@ -683,24 +761,24 @@ static void row_items(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
 }
 
 static void cpu_attn_decode(llm_backend *be, float *out, const float *q, float *const *kc,
-                            float *const *vc, const int32_t *pos, const float *kn,
+                            float *const *vc, size_t ldc, const int32_t *pos, const float *kn,
                             const float *vn, int n, int h, int g, int hd, float scale)
 {
     cpu_ctx *c = ctx_of(be);
     size_t kvd = (size_t)g * hd;
     if (kn && g > 0) /* the new keys and values into their rows of the caches */
         for (int i = 0; i < n; i++) {
-            memcpy(kc[i] + (size_t)pos[i] * kvd, kn + i * kvd, kvd * sizeof(float));
-            memcpy(vc[i] + (size_t)pos[i] * kvd, vn + i * kvd, kvd * sizeof(float));
+            memcpy(kc[i] + (size_t)pos[i] * ldc, kn + i * kvd, kvd * sizeof(float));
+            memcpy(vc[i] + (size_t)pos[i] * ldc, vn + i * kvd, kvd * sizeof(float));
         }
     int maxpos = 0;
     for (int i = 0; i < n; i++) maxpos = pos[i] > maxpos ? pos[i] : maxpos;
     attn_job j = {.out = out, .q = q, .n = n, .h = h, .g = g, .hd = hd, .scale = scale,
-                  .kcs = kc, .vcs = vc, .pos = pos};
+                  .kcs = kc, .vcs = vc, .pos = pos, .ldc = ldc};
     j.span = ((int64_t)maxpos + 1 + 15) & ~15;
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
-    if (!j.scores || g <= 0 || h % g) {
-        if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_decode: heads not a multiple of kv heads");
+    if (!j.scores || g <= 0 || h % g || ldc < kvd) {
+        if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_decode: heads not a multiple of kv heads, or cache rows narrower than g*hd");
         memset(out, 0, (size_t)n * h * hd * sizeof(float));
         return;
     }
@@ -714,7 +792,7 @@ static void causal_blocks(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith
     attn_job *j = arg;
     float *work = j->scores + ith * j->span;
     int nch = (j->n + ATTN_CHUNK - 1) / ATTN_CHUNK, grp = j->h / j->g;
-    size_t ldq = (size_t)j->h * j->hd, ldk = (size_t)j->g * j->hd;
+    size_t ldq = (size_t)j->h * j->hd, ldk = j->ldc;
     for (int64_t it = i0; it < i1; it++) {
         int hh = (int)(it / nch), q0 = (int)(it % nch) * ATTN_CHUNK, kv = hh / grp;
         int nq = j->n - q0 < ATTN_CHUNK ? j->n - q0 : ATTN_CHUNK;
@@ -724,16 +802,23 @@ static void causal_blocks(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith
     }
 }
 
-static void cpu_attn_causal(llm_backend *be, float *out, const float *q, const float *kc,
-                            const float *vc, int n, int pos0, int h, int g, int hd, float scale)
+static void cpu_attn_causal(llm_backend *be, float *out, const float *q, float *kc, float *vc,
+                            size_t ldc, const float *kn, const float *vn, int n, int pos0, int h,
+                            int g, int hd, float scale)
 {
     cpu_ctx *c = ctx_of(be);
+    size_t kvd = (size_t)g * hd;
+    if (kn && g > 0 && ldc >= kvd) /* the new keys and values into the cache */
+        for (int i = 0; i < n; i++) {
+            memcpy(kc + (size_t)(pos0 + i) * ldc, kn + i * kvd, kvd * sizeof(float));
+            memcpy(vc + (size_t)(pos0 + i) * ldc, vn + i * kvd, kvd * sizeof(float));
+        }
     int blocked = n >= ATTN_BLOCK_MIN;
-    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, 0, NULL, scale, NULL, pos0 + n, NULL, NULL, NULL};
+    attn_job j = {out, q, kc, vc, n, pos0, h, g, hd, 0, 0, NULL, scale, NULL, pos0 + n, NULL, NULL, NULL, ldc};
     j.span = blocked ? (int64_t)cpu_attn_work(pos0 + n, hd) : (j.span + 15) & ~15;
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
-    if (!j.scores || g <= 0 || h % g) {
-        if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_causal: heads not a multiple of kv heads");
+    if (!j.scores || g <= 0 || h % g || ldc < kvd) {
+        if (j.scores) defer_error(c, DOC_EINVAL, "cpu attn_causal: heads not a multiple of kv heads, or cache rows narrower than g*hd");
         memset(out, 0, (size_t)n * h * hd * sizeof(float));
         return;
     }
@@ -768,7 +853,7 @@ static void cpu_attn_bidir(llm_backend *be, float *out, const float *q, const fl
                            float scale)
 {
     cpu_ctx *c = ctx_of(be);
-    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, b, lens, scale, NULL, 0, NULL, NULL, NULL};
+    attn_job j = {out, q, k, v, 0, 0, h, 1, hd, t, b, lens, scale, NULL, 0, NULL, NULL, NULL, 0};
     j.span = (int64_t)cpu_attn_work(t, hd);
     j.scores = scratch_get(c, (size_t)j.span * c->nth * sizeof(float));
     if (!j.scores) {
@@ -1028,7 +1113,13 @@ int cpu_backend_new_isa(int n_threads, int isa, llm_backend **out, doc_err *err)
         goto done;
     }
     c->nth = pool_size(c->pool);
-    be->i = &cpu_iface;
+    c->iface = cpu_iface;
+    const char *grow = getenv("DOCENT_CPU_KV_GROW");
+    if (grow && *grow == '1') {
+        c->iface.kv_reserve = cpu_kv_reserve;
+        c->iface.kv_grow = cpu_kv_grow;
+    }
+    be->i = &c->iface;
     be->ctx = c;
     *out = be;
     be = NULL;

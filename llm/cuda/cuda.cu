@@ -682,12 +682,25 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
     attn_keys(NULL, pp, qp, kp, vp, ldk, hd, scale, j0, j1);
 }
 
-/* a decode step's new keys and values into their caches: row r at pos[r] */
+/* a decode step's new keys and values into their caches: row r at pos[r]
+ * (positions ldc floats apart) */
 __global__ void k_kv_store(float *const *kcs, float *const *vcs, const int32_t *pos,
-                           const float *kn, const float *vn, int kvd)
+                           const float *kn, const float *vn, int kvd, size_t ldc)
 {
     const int r = blockIdx.x;
-    float *kd = kcs[r] + (size_t)pos[r] * kvd, *vd = vcs[r] + (size_t)pos[r] * kvd;
+    float *kd = kcs[r] + (size_t)pos[r] * ldc, *vd = vcs[r] + (size_t)pos[r] * ldc;
+    for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
+        kd[e] = kn[(size_t)r * kvd + e];
+        vd[e] = vn[(size_t)r * kvd + e];
+    }
+}
+
+/* a prompt chunk's keys and values into one cache: row r at position pos0 + r */
+__global__ void k_kv_rows(float *kc, float *vc, size_t ldc, int pos0, const float *kn,
+                          const float *vn, int kvd)
+{
+    const int r = blockIdx.x;
+    float *kd = kc + (size_t)(pos0 + r) * ldc, *vd = vc + (size_t)(pos0 + r) * ldc;
     for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
         kd[e] = kn[(size_t)r * kvd + e];
         vd[e] = vn[(size_t)r * kvd + e];
@@ -1233,9 +1246,15 @@ static int cu_mem_info(llm_backend *be, size_t *free_bytes, size_t *total_bytes)
 static void cu_describe(llm_backend *be, char *buf, size_t size)
 {
     cu_ctx *c = ctx_of(be);
-    snprintf(buf, size, "cuda device %d, %d SMs; graphs %s: %llu recorded, %llu replayed, %llu run again",
-             c->dev, c->n_sm, c->graphs_on ? "on" : "off", (unsigned long long)c->n_captured,
-             (unsigned long long)c->n_replayed, (unsigned long long)c->n_rerun);
+    int n = snprintf(buf, size, "cuda device %d, %d SMs; graphs %s: %llu recorded, %llu replayed, %llu run again",
+                     c->dev, c->n_sm, c->graphs_on ? "on" : "off", (unsigned long long)c->n_captured,
+                     (unsigned long long)c->n_replayed, (unsigned long long)c->n_rerun);
+    if (n < 0 || (size_t)n >= size) return;
+    if (c->iface.kv_reserve)
+        snprintf(buf + n, size - n, "; KV caches grow in %zu MiB blocks: %d caches, %zu MiB mapped, %zu MiB pooled",
+                 c->vmm.gran >> 20, c->vmm.n_kv, c->vmm.mapped >> 20, (size_t)c->vmm.n_pool * c->vmm.gran >> 20);
+    else
+        snprintf(buf + n, size - n, "; KV caches allocated whole");
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -1257,13 +1276,178 @@ static float *cu_alloc(llm_backend *be, size_t n)
     return (float *)p;
 }
 
+/* ---- growing KV caches (driver virtual memory, internal.h) --------------- */
+
+static const char *drv_msg(const cu_ctx *c, CUresult r)
+{
+    const char *m = NULL;
+    if (c->vmm.error_string) c->vmm.error_string(r, &m);
+    return m ? m : "unknown driver error";
+}
+
+/* vmm_init: the driver's virtual memory calls, when the device has them; 0
+ * without (or with DOCENT_CUDA_KV_GROW=0): caches are then allocated whole */
+static int vmm_init(cu_ctx *c)
+{
+    cu_vmm *v = &c->vmm;
+    const char *env = getenv("DOCENT_CUDA_KV_GROW");
+    if (env && *env == '0') return 0;
+    CUresult (*dev_get)(CUdevice *, int) = NULL;
+    CUresult (*dev_attr)(int *, CUdevice_attribute, CUdevice) = NULL;
+    CUresult (*gran)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags) = NULL;
+    const struct { const char *name; void **fn; } syms[] = {
+        {"cuDeviceGet", (void **)&dev_get},
+        {"cuDeviceGetAttribute", (void **)&dev_attr},
+        {"cuMemGetAllocationGranularity", (void **)&gran},
+        {"cuMemAddressReserve", (void **)&v->reserve},
+        {"cuMemAddressFree", (void **)&v->addr_free},
+        {"cuMemCreate", (void **)&v->create},
+        {"cuMemRelease", (void **)&v->release},
+        {"cuMemMap", (void **)&v->map},
+        {"cuMemUnmap", (void **)&v->unmap},
+        {"cuMemSetAccess", (void **)&v->access},
+        {"cuGetErrorString", (void **)&v->error_string},
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+        if (cudaGetDriverEntryPointByVersion(syms[i].name, syms[i].fn, 12000, cudaEnableDefault, &q) !=
+                cudaSuccess ||
+            q != cudaDriverEntryPointSuccess || !*syms[i].fn) {
+            cudaGetLastError();
+            memset(v, 0, sizeof *v);
+            return 0;
+        }
+    }
+    CUdevice d = 0;
+    int ok = 0;
+    v->prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    v->prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    if (dev_get(&d, c->dev) != CUDA_SUCCESS ||
+        dev_attr(&ok, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, d) != CUDA_SUCCESS || !ok ||
+        (v->prop.location.id = d,
+         gran(&v->gran, &v->prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED) != CUDA_SUCCESS) ||
+        !v->gran) {
+        memset(v, 0, sizeof *v);
+        return 0;
+    }
+    v->acc.location = v->prop.location;
+    v->acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    return 1;
+}
+
+static int kv_find(const cu_ctx *c, const void *p)
+{
+    for (int i = 0; i < c->vmm.n_kv; i++)
+        if (c->vmm.kv[i].base == (CUdeviceptr)p) return i;
+    return -1;
+}
+
+/* kv_drop: unmap reservation i (its blocks to the pool or the driver) and
+ * free its addresses; the stream has been synchronised */
+static void kv_drop(cu_ctx *c, int i)
+{
+    cu_vmm *v = &c->vmm;
+    cu_kv *k = &v->kv[i];
+    for (size_t j = 0; j < k->n_h; j++) {
+        v->unmap(k->base + j * v->gran, v->gran);
+        if (v->n_pool < v->cap_pool && (size_t)(v->n_pool + 1) * v->gran <= CU_KV_POOL)
+            v->pool[v->n_pool++] = k->h[j];
+        else
+            v->release(k->h[j]);
+    }
+    v->mapped -= k->n_h * v->gran;
+    v->addr_free(k->base, k->size);
+    free(k->h);
+    v->kv[i] = v->kv[--v->n_kv];
+}
+
+static float *cu_kv_reserve(llm_backend *be, size_t n)
+{
+    cu_ctx *c = ctx_of(be);
+    cu_vmm *v = &c->vmm;
+    if (!outside_graph(c, "kv_reserve") || use(c) || n > (SIZE_MAX - v->gran) / sizeof(float))
+        return NULL;
+    size_t size = (n * sizeof(float) + v->gran - 1) / v->gran * v->gran;
+    if (!size) size = v->gran;
+    if (v->n_kv == v->cap_kv) {
+        int cap = v->cap_kv ? 2 * v->cap_kv : 16;
+        cu_kv *kv = (cu_kv *)realloc(v->kv, (size_t)cap * sizeof *kv);
+        if (!kv) return NULL;
+        v->kv = kv;
+        v->cap_kv = cap;
+    }
+    if (!v->pool) {
+        v->cap_pool = (int)(CU_KV_POOL / v->gran) + 1;
+        v->pool = (CUmemGenericAllocationHandle *)malloc((size_t)v->cap_pool * sizeof *v->pool);
+        if (!v->pool) {
+            v->cap_pool = 0;
+            return NULL;
+        }
+    }
+    CUdeviceptr p = 0;
+    if (v->reserve(&p, size, 0, 0, 0) != CUDA_SUCCESS) return NULL;
+    v->kv[v->n_kv++] = cu_kv{p, size, 0, 0, NULL};
+    return (float *)p;
+}
+
+static int cu_kv_grow(llm_backend *be, float *p, size_t n, size_t *ready, doc_err *err)
+{
+    cu_ctx *c = ctx_of(be);
+    cu_vmm *v = &c->vmm;
+    const double MB = 1048576.0;
+    if (!outside_graph(c, "kv_grow") || use(c))
+        return doc_errf(err, c->err_rc ? c->err_rc : DOC_EDEVICE, "cuda kv_grow: %s", c->err_msg);
+    int i = kv_find(c, p);
+    if (i < 0) return doc_errf(err, DOC_EINVAL, "cuda kv_grow: %p is not a KV reservation", (void *)p);
+    cu_kv *k = &v->kv[i];
+    if (n > k->size / sizeof(float))
+        return doc_errf(err, DOC_EINVAL, "cuda kv_grow: %zu floats are past the reservation (%zu)", n,
+                        k->size / sizeof(float));
+    size_t want = (n * sizeof(float) + v->gran - 1) / v->gran;
+    if (want > k->cap_h) {
+        size_t cap = k->size / v->gran;
+        CUmemGenericAllocationHandle *h =
+            (CUmemGenericAllocationHandle *)realloc(k->h, cap * sizeof *h);
+        if (!h) return doc_errf(err, DOC_ENOMEM, "out of memory");
+        k->h = h;
+        k->cap_h = cap;
+    }
+    while (k->n_h < want) {
+        CUmemGenericAllocationHandle h = 0;
+        CUresult r = CUDA_SUCCESS;
+        if (v->n_pool) h = v->pool[--v->n_pool];
+        else r = v->create(&h, v->gran, &v->prop, 0);
+        if (r != CUDA_SUCCESS)
+            return doc_errf(err, r == CUDA_ERROR_OUT_OF_MEMORY ? DOC_ENOMEM : DOC_EDEVICE,
+                            "cuda: no device memory for another %.0f MiB block of KV cache (%.0f MiB "
+                            "in use by the caches): %s",
+                            v->gran / MB, v->mapped / MB, drv_msg(c, r));
+        CUdeviceptr at = k->base + k->n_h * v->gran;
+        int mapped = 0;
+        if ((r = v->map(at, v->gran, 0, h, 0)) == CUDA_SUCCESS) mapped = 1;
+        if (mapped && (r = v->access(at, v->gran, &v->acc, 1)) == CUDA_SUCCESS) {
+            k->h[k->n_h++] = h;
+            v->mapped += v->gran;
+            continue;
+        }
+        if (mapped) v->unmap(at, v->gran);
+        v->release(h);
+        return doc_errf(err, DOC_EDEVICE, "cuda: cannot map a KV cache block at %.0f MiB of %.0f: %s",
+                        k->n_h * v->gran / MB, k->size / MB, drv_msg(c, r));
+    }
+    *ready = k->n_h * v->gran / sizeof(float);
+    return DOC_OK;
+}
+
 static void cu_release(llm_backend *be, void *p)
 {
     cu_ctx *c = ctx_of(be);
     if (!p || !outside_graph(c, "release") || use(c)) return;
     /* queued work may still use p: wait for it rather than rely on cudaFree */
     CU_CHECK(c, cudaStreamSynchronize(c->st));
-    CU_CHECK(c, cudaFree(p));
+    int k = c->vmm.n_kv ? kv_find(c, p) : -1;
+    if (k >= 0) kv_drop(c, k);
+    else CU_CHECK(c, cudaFree(p));
 }
 
 static int supported_type(int t)
@@ -1534,19 +1718,26 @@ static void cu_rope(llm_backend *be, float *x, int n, int h, int hd, const int32
     LAUNCHED(c);
 }
 
-static void cu_attn_causal(llm_backend *be, float *out, const float *q, const float *kc,
-                           const float *vc, int n, int pos0, int h, int g, int hd, float scale)
+static void cu_attn_causal(llm_backend *be, float *out, const float *q, float *kc, float *vc,
+                           size_t ldc, const float *kn, const float *vn, int n, int pos0, int h,
+                           int g, int hd, float scale)
 {
     cu_ctx *c = ctx_of(be);
     if (n <= 0 || use(c) ||
-        REC(c, OP_ATTN_CAUSAL, P(out), P(q), P(kc), P(vc), (uint64_t)n, (uint64_t)pos0, (uint64_t)h,
-            (uint64_t)g, (uint64_t)hd, fbits(scale)))
+        REC(c, OP_ATTN_CAUSAL, P(out), P(q), P(kc), P(vc), (uint64_t)ldc, P(kn), P(vn), (uint64_t)n,
+            (uint64_t)pos0, (uint64_t)h, (uint64_t)g, (uint64_t)hd, fbits(scale)))
         return;
-    if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535) {
-        defer(c, DOC_EINVAL, "cuda attn_causal: heads not a multiple of kv heads, or head dim > 256");
+    if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535 || ldc < (size_t)g * hd || ldc > INT_MAX) {
+        defer(c, DOC_EINVAL, "cuda attn_causal: heads not a multiple of kv heads, head dim > 256, "
+                             "or cache rows narrower than g*hd");
         CU_CHECK(c, cudaMemsetAsync(out, 0, (size_t)n * h * hd * sizeof(float), c->st));
         return;
     }
+    if (kn) {
+        k_kv_rows<<<n, 256, 0, c->st>>>(kc, vc, ldc, pos0, kn, vn, g * hd);
+        if (LAUNCHED(c)) return;
+    }
+    const int ldk = (int)ldc;
     int nk = pos0 + n;
     if (n <= ATT_SPLIT_MAX_ROWS && nk > 2 * ATT_SPLIT_KEYS) {
         /* decode: too few (row, head) blocks to fill the GPU; split the keys */
@@ -1557,7 +1748,7 @@ static void cu_attn_causal(llm_backend *be, float *out, const float *q, const fl
             return;
         }
         dim3 grid((unsigned)n, (unsigned)h, (unsigned)nsplit);
-        k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, g * hd, h / g, hd,
+        k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, ldk, h / g, hd,
                                                    scale, pos0, 0, NULL, ATT_SPLIT_KEYS,
                                                    (float *)c->att);
         if (LAUNCHED(c)) return;
@@ -1569,12 +1760,12 @@ static void cu_attn_causal(llm_backend *be, float *out, const float *q, const fl
     /* prefill: query tiles share their keys */
     if (n > ATT_SPLIT_MAX_ROWS &&
         ta_launch(c, dim3((unsigned)((n + TA_Q - 1) / TA_Q), (unsigned)h), out, q, kc, vc, h * hd,
-                  g * hd, h / g, hd, scale, n, pos0, 0, NULL, 0)) {
+                  ldk, h / g, hd, scale, n, pos0, 0, NULL, 0)) {
         LAUNCHED(c);
         return;
     }
     dim3 grid((unsigned)n, (unsigned)h);
-    k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, g * hd, h / g, hd, scale,
+    k_attn<<<grid, ATT_WARPS * 32, 0, c->st>>>(out, q, kc, vc, h * hd, ldk, h / g, hd, scale,
                                                pos0, 0, NULL, 0, NULL);
     LAUNCHED(c);
 }
@@ -1589,13 +1780,15 @@ static int dec_splits(const cu_ctx *c, int n, int h)
 }
 
 static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *const *kc,
-                           float *const *vc, const int32_t *pos, const float *kn, const float *vn,
-                           int n, int h, int g, int hd, float scale)
+                           float *const *vc, size_t ldc, const int32_t *pos, const float *kn,
+                           const float *vn, int n, int h, int g, int hd, float scale)
 {
     cu_ctx *c = ctx_of(be);
     if (n <= 0 || use(c)) return;
-    if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535 || n > 65535) {
-        defer(c, DOC_EINVAL, "cuda attn_decode: heads not a multiple of kv heads, or head dim > 256");
+    if (g <= 0 || h % g || hd > 32 * ATT_MAXE || h > 65535 || n > 65535 || ldc < (size_t)g * hd ||
+        ldc > INT_MAX) {
+        defer(c, DOC_EINVAL, "cuda attn_decode: heads not a multiple of kv heads, head dim > 256, "
+                             "or cache rows narrower than g*hd");
         return;
     }
     /* one staged block: the rows' key caches, value caches, positions */
@@ -1607,8 +1800,8 @@ static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *c
     memcpy(pk + 2 * pb, pos, (size_t)n * sizeof(int32_t));
     const char *d = (const char *)stage(c, pk, 2 * pb + (size_t)n * sizeof(int32_t));
     int nsplit = dec_splits(c, n, h);
-    if (!d || REC(c, OP_ATTN_DECODE, P(out), P(q), P(kn), P(vn), (uint64_t)n, (uint64_t)h,
-                  (uint64_t)g, (uint64_t)hd, fbits(scale), (uint64_t)nsplit))
+    if (!d || REC(c, OP_ATTN_DECODE, P(out), P(q), P(kn), P(vn), (uint64_t)ldc, (uint64_t)n,
+                  (uint64_t)h, (uint64_t)g, (uint64_t)hd, fbits(scale), (uint64_t)nsplit))
         return;
     float *const *dk = (float *const *)d, *const *dv = (float *const *)(d + pb);
     const int32_t *dp = (const int32_t *)(d + 2 * pb);
@@ -1616,11 +1809,11 @@ static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *c
         grow_dev(c, &c->att, &c->att_size, (size_t)n * h * nsplit * (hd + 2) * sizeof(float)))
         return;
     if (kn) {
-        k_kv_store<<<n, 256, 0, c->st>>>(dk, dv, dp, kn, vn, g * hd);
+        k_kv_store<<<n, 256, 0, c->st>>>(dk, dv, dp, kn, vn, g * hd, ldc);
         if (LAUNCHED(c)) return;
     }
     k_attn_dec<<<dim3((unsigned)n, (unsigned)h, (unsigned)nsplit), ATT_WARPS * 32, 0, c->st>>>(
-        out, q, (const float *const *)dk, (const float *const *)dv, dp, h / g, g * hd, hd, scale,
+        out, q, (const float *const *)dk, (const float *const *)dv, dp, h / g, (int)ldc, hd, scale,
         nsplit > 1 ? (float *)c->att : NULL);
     if (LAUNCHED(c) || nsplit == 1) return;
     k_attn_merge<<<dim3((unsigned)n, (unsigned)h), 128, 0, c->st>>>(out, (const float *)c->att,
@@ -1746,6 +1939,10 @@ static void ctx_free(cu_ctx *c)
     if (!c) return;
     cudaSetDevice(c->dev);
     if (c->st) cudaStreamSynchronize(c->st);
+    while (c->vmm.n_kv) kv_drop(c, c->vmm.n_kv - 1); /* caches not freed by their sessions */
+    for (int i = 0; i < c->vmm.n_pool; i++) c->vmm.release(c->vmm.pool[i]);
+    free(c->vmm.pool);
+    free(c->vmm.kv);
     if (c->blas) cublasDestroy(c->blas);
     for (int i = 0; i < CU_STAGE_SLOTS; i++) {
         if (c->stage[i]) cudaFreeHost(c->stage[i]);
@@ -1805,6 +2002,8 @@ static const llm_backend_i cu_iface = {
     cu_pick_greedy,
     cu_mem_info,
     cu_describe,
+    NULL, /* kv_reserve, kv_grow: set in the context's copy when the driver has virtual memory */
+    NULL,
 };
 
 /* docent_cuda_backend_new: the entry point llm_cuda_backend_new (llm/model.c)
@@ -1879,7 +2078,12 @@ int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
 #undef SMEM_OPT
         cudaGetLastError();
     }
-    be->i = &cu_iface;
+    c->iface = cu_iface;
+    if (vmm_init(c)) {
+        c->iface.kv_reserve = cu_kv_reserve;
+        c->iface.kv_grow = cu_kv_grow;
+    }
+    be->i = &c->iface;
     be->ctx = c;
     *out = be;
     return DOC_OK;

@@ -10,6 +10,7 @@
 #ifndef DOCENT_LLM_CUDA_INTERNAL_H
 #define DOCENT_LLM_CUDA_INTERNAL_H
 
+#include <cuda.h> /* driver API types only: its calls are reached through cudaGetDriverEntryPoint */
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -55,8 +56,43 @@ typedef struct cu_graph {
     cudaEvent_t done;   /* recorded after the last launch */
 } cu_graph;
 
+/* growing KV caches (kv_reserve / kv_grow): driver virtual memory.  A
+ * reservation is an address range; blocks of `gran` bytes of device memory
+ * (cuMemCreate handles) are mapped behind it in order as it grows, and go
+ * back to a pool (up to CU_KV_POOL bytes, the rest to the driver) when it is
+ * released. */
+#define CU_KV_POOL (256ull << 20)
+typedef struct cu_kv {
+    CUdeviceptr base;
+    size_t size;                      /* reserved bytes (a multiple of gran) */
+    size_t n_h, cap_h;                /* blocks mapped, from base up */
+    CUmemGenericAllocationHandle *h;
+} cu_kv;
+
+typedef struct cu_vmm {
+    CUresult (*reserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+    CUresult (*addr_free)(CUdeviceptr, size_t);
+    CUresult (*create)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                       unsigned long long);
+    CUresult (*release)(CUmemGenericAllocationHandle);
+    CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
+    CUresult (*unmap)(CUdeviceptr, size_t);
+    CUresult (*access)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+    CUresult (*error_string)(CUresult, const char **);
+    CUmemAllocationProp prop;
+    CUmemAccessDesc acc;
+    size_t gran;
+    cu_kv *kv; /* live reservations */
+    int n_kv, cap_kv;
+    CUmemGenericAllocationHandle *pool; /* unmapped blocks kept for reuse */
+    int n_pool, cap_pool;
+    size_t mapped; /* bytes mapped behind all reservations */
+} cu_vmm;
+
 typedef struct cu_ctx {
     int dev;
+    llm_backend_i iface; /* the op table; kv_reserve / kv_grow only with driver virtual memory */
+    cu_vmm vmm;
     cudaStream_t st;
     cublasHandle_t blas;
     void *ws; /* cuBLAS workspace */

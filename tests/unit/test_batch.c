@@ -263,6 +263,114 @@ static void test_memory_plan(void **state)
     llm_model_close(&m);
 }
 
+/* resident memory of this process, in bytes */
+static size_t rss_bytes(void)
+{
+    long pages = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+    fclose(f);
+    return (size_t)res * 4096;
+}
+
+static int same_logits(const float *a, const float *b, int nv) { return !memcmp(a, b, (size_t)nv * sizeof(float)); }
+
+/*
+ * Caches that grow.  A second model whose CPU backend grows caches as CUDA
+ * does (DOCENT_CPU_KV_GROW=1: positions laid out one after another with all
+ * their layers, memory opened in 64 KiB blocks as they are reached, and a
+ * fault past them) gives logits bit-identical to the default layout: over a
+ * prompt of three 256-token chunks, a session copied from it, and decode
+ * steps of both.  Under a memory limit the caches stop growing at the limit
+ * with an error naming it, and the default layout only takes memory for
+ * positions written.
+ */
+static void test_growing_caches(void **state)
+{
+    (void)state;
+    char path[512];
+    test_model_path(path, sizeof path, TEST_GGUF);
+    doc_err err = {0};
+    const int nv = llm_n_vocab(model);
+    llm_model *g = NULL;
+    llm_opts o = {.n_threads = 2, .n_ctx = 1024, .backend = "cpu"};
+    setenv("DOCENT_CPU_KV_GROW", "1", 1); /* read when the backend is made */
+    int rc = llm_model_open(path, &o, &g, &err);
+    if (rc) fail_msg("open with growing caches: %s", err.msg);
+    buf text;
+    buf_init(&text, 0);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < NP; j++) assert_int_equal(buf_puts(&text, prompts[j]), 0);
+    int32_t *ids;
+    int n;
+    assert_int_equal(llm_tokenize(model, text.data, text.len, 1, 1, &ids, &n, &err), 0);
+    if (n <= 512 || n >= 1000) fail_msg("the long prompt has %d tokens", n);
+    float *la = malloc((size_t)2 * nv * sizeof(float)), *lb = malloc((size_t)2 * nv * sizeof(float));
+    assert_true(la && lb);
+    llm_session *a[2], *b[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(llm_session_new(model, &a[i], &err), 0);
+        assert_int_equal(llm_session_new(g, &b[i], &err), 0);
+    }
+    assert_int_equal(llm_session_eval(a[0], ids, n, 0, la, &err), 0);
+    assert_int_equal(llm_session_eval(b[0], ids, n, 0, lb, &err), 0);
+    assert_true(same_logits(la, lb, nv));
+    assert_int_equal(llm_session_copy(a[1], a[0]), 0);
+    assert_int_equal(llm_session_copy(b[1], b[0]), 0);
+    int32_t next[2] = {argmax(la, nv), (argmax(la, nv) + 1) % nv}; /* the copies go their own ways */
+    for (int step = 0; step < 20; step++) {
+        assert_int_equal(llm_sessions_step(a, next, 2, la, &err), 0);
+        if (llm_sessions_step(b, next, 2, lb, &err)) fail_msg("step %d (growing): %s", step, err.msg);
+        for (int i = 0; i < 2; i++) {
+            if (!same_logits(la + (size_t)i * nv, lb + (size_t)i * nv, nv))
+                fail_msg("step %d, session %d: logits differ between the layouts", step, i);
+            next[i] = argmax(la + (size_t)i * nv, nv);
+        }
+    }
+    printf("growing caches: %d-token prompt, a copy, 20 steps of 2: logits bit-identical to the default layout\n", n);
+    for (int i = 0; i < 2; i++) {
+        llm_session_free(&a[i]);
+        llm_session_free(&b[i]);
+    }
+    llm_model_close(&g);
+
+    /* a limit that plans one answer of the full context (1,024 positions,
+     * 45 MiB) leaves the caches about that much: a second long answer stops
+     * growing partway, with the limit in the error */
+    o.mem_limit_mb = 125;
+    rc = llm_model_open(path, &o, &g, &err);
+    unsetenv("DOCENT_CPU_KV_GROW");
+    if (rc) fail_msg("open with growing caches and 125 MiB: %s", err.msg);
+    assert_int_equal(llm_session_new(g, &b[0], &err), 0);
+    assert_int_equal(llm_session_new(g, &b[1], &err), 0);
+    assert_int_equal(llm_session_eval(b[0], ids, n, 0, lb, &err), 0);
+    assert_int_equal(llm_session_eval(b[1], ids, n, 0, lb, &err), DOC_ENOMEM);
+    printf("second answer under the limit: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "KV cache"));
+    assert_non_null(strstr(err.msg, "memory_limit_mb"));
+    llm_session_free(&b[1]); /* its memory goes back: a new answer fits again */
+    assert_int_equal(llm_session_new(g, &b[1], &err), 0);
+    llm_session_free(&b[0]);
+    assert_int_equal(llm_session_eval(b[1], ids, n, 0, lb, &err), 0);
+    llm_session_free(&b[1]);
+    llm_model_close(&g);
+
+    /* the default layout: a session of 1,024 positions (45 MiB of cache)
+     * with 8 tokens in it takes a few pages per layer */
+    size_t before = rss_bytes();
+    assert_int_equal(llm_session_new(model, &a[0], &err), 0);
+    assert_int_equal(llm_session_eval(a[0], ids, 8, 0, la, &err), 0);
+    size_t grew = rss_bytes() - before;
+    printf("a 1,024-position session after 8 tokens: resident memory +%.1f MiB\n", grew / 1048576.0);
+    assert_true(before > 0 && grew < (20u << 20));
+    llm_session_free(&a[0]);
+    free(ids);
+    free(la);
+    free(lb);
+    buf_free(&text);
+}
+
 static void test_step_bad_input(void **state)
 {
     (void)state;
@@ -398,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_step_parity),
         cmocka_unit_test(test_step_rows),
         cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_growing_caches),
         cmocka_unit_test(test_step_bad_input),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_parallel_bad_input),

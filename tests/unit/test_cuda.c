@@ -279,11 +279,11 @@ static llm_backend *mma_backend(void)
 /* the same attention on the mma backend against the CPU's output (in p.c):
  * f16 inputs allow 3e-3 of the output scale (1: averages of |v| <= 1) */
 static void mma_check(llm_backend *mb, const char *what, pair *po, const float *q, size_t qs,
-                      const float *k, const float *v, size_t ks, int causal, int n, int pos0, int h,
-                      int g, int hd, float scale, int b, int t, const int *lens)
+                      const float *k, const float *v, size_t ks, size_t ldc, int causal, int n,
+                      int pos0, int h, int g, int hd, float scale, int b, int t, const int *lens)
 {
     float *dq = put(mb, q, qs), *dk = put(mb, k, ks), *dv = put(mb, v, ks), *dout = put(mb, NULL, qs);
-    if (causal) mb->i->attn_causal(mb, dout, dq, dk, dv, n, pos0, h, g, hd, scale);
+    if (causal) mb->i->attn_causal(mb, dout, dq, dk, dv, ldc, NULL, NULL, n, pos0, h, g, hd, scale);
     else mb->i->attn_bidir(mb, dout, dq, dk, dv, b, t, h, hd, lens, scale);
     float *a = get(mb, dout, qs), *ref = get(cpu, po->c, qs);
     char w2[128];
@@ -355,21 +355,50 @@ static void test_attn_causal(void **state)
         /* prefill, tiled (9 rows and more): partial tiles, head dims 32/80/96/128 */
         {65, 64, 3, 3, 80},   {130, 7, 2, 1, 32},  {9, 300, 2, 2, 96},  {200, 1000, 4, 2, 128},
     };
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        int n = cases[ci][0], pos0 = cases[ci][1], h = cases[ci][2], g = cases[ci][3], hd = cases[ci][4];
+    /* every case on a layer-major cache (positions g*hd apart), then on a
+     * position-major one (other layers' rows in between, as growing caches
+     * are laid out) with the chunk's keys and values passed in to be stored */
+    for (size_t ci = 0; ci < 2 * sizeof cases / sizeof cases[0]; ci++) {
+        int cj = (int)(ci / 2), strided = (int)(ci % 2);
+        int n = cases[cj][0], pos0 = cases[cj][1], h = cases[cj][2], g = cases[cj][3], hd = cases[cj][4];
         int c = pos0 + n;
-        size_t qs = (size_t)n * h * hd, ks = (size_t)c * g * hd;
+        size_t kvd = (size_t)g * hd, ldc = strided ? 3 * kvd + 16 : kvd;
+        size_t qs = (size_t)n * h * hd, ks = (size_t)c * ldc, ns = (size_t)n * kvd;
         float *q = randv(&seed, qs, 1.0f), *k = randv(&seed, ks, 1.0f), *v = randv(&seed, ks, 1.0f);
+        float *kn = malloc(ns * sizeof(float)), *vn = malloc(ns * sizeof(float));
+        assert_true(kn && vn);
+        for (int i = 0; i < n; i++) {
+            memcpy(kn + i * kvd, k + (size_t)(pos0 + i) * ldc, kvd * sizeof(float));
+            memcpy(vn + i * kvd, v + (size_t)(pos0 + i) * ldc, kvd * sizeof(float));
+        }
         pair pq = pair_of(q, qs), pk = pair_of(k, ks), pv = pair_of(v, ks), po = pair_of(NULL, qs);
+        pair pkn = pair_of(kn, ns), pvn = pair_of(vn, ns);
         float scale = 1.0f / sqrtf((float)hd) * 3.0f; /* peaky scores: exercises the max */
-        gpu->i->attn_causal(gpu, po.g, pq.g, pk.g, pv.g, n, pos0, h, g, hd, scale);
-        cpu->i->attn_causal(cpu, po.c, pq.c, pk.c, pv.c, n, pos0, h, g, hd, scale);
-        char what[96];
-        snprintf(what, sizeof what, "attn_causal n %d pos0 %d h %d g %d hd %d", n, pos0, h, g, hd);
+        cpu->i->attn_causal(cpu, po.c, pq.c, pk.c, pv.c, ldc, NULL, NULL, n, pos0, h, g, hd, scale);
+        if (strided) { /* the chunk's rows poisoned on the device: they must come from kn, vn */
+            float *nanv = malloc(kvd * sizeof(float));
+            assert_true(nanv);
+            for (size_t e = 0; e < kvd; e++) nanv[e] = NAN;
+            for (int i = 0; i < n; i++) {
+                assert_int_equal(gpu->i->upload(gpu, pk.g + (size_t)(pos0 + i) * ldc, nanv, kvd), 0);
+                assert_int_equal(gpu->i->upload(gpu, pv.g + (size_t)(pos0 + i) * ldc, nanv, kvd), 0);
+            }
+            free(nanv);
+            gpu->i->attn_causal(gpu, po.g, pq.g, pk.g, pv.g, ldc, pkn.g, pvn.g, n, pos0, h, g, hd, scale);
+        } else {
+            gpu->i->attn_causal(gpu, po.g, pq.g, pk.g, pv.g, ldc, NULL, NULL, n, pos0, h, g, hd, scale);
+        }
+        char what[112];
+        snprintf(what, sizeof what, "attn_causal n %d pos0 %d h %d g %d hd %d ldc %zu%s", n, pos0, h, g,
+                 hd, ldc, strided ? " (stored)" : "");
         pair_check_scaled(what, &po, 2e-5, 1.0); /* outputs are averages of |v| <= 1 */
-        if (mb) mma_check(mb, what, &po, q, qs, k, v, ks, 1, n, pos0, h, g, hd, scale, 0, 0, NULL);
-        pair_free(&pq), pair_free(&pk), pair_free(&pv), pair_free(&po);
-        free(q), free(k), free(v);
+        if (strided) { /* the stored rows are copies: exact */
+            pair_check_scaled(what, &pk, 0.0, 1.0);
+            pair_check_scaled(what, &pv, 0.0, 1.0);
+        }
+        if (mb) mma_check(mb, what, &po, q, qs, k, v, ks, ldc, 1, n, pos0, h, g, hd, scale, 0, 0, NULL);
+        pair_free(&pq), pair_free(&pk), pair_free(&pv), pair_free(&po), pair_free(&pkn), pair_free(&pvn);
+        free(q), free(k), free(v), free(kn), free(vn);
     }
     if (mb) llm_backend_free(&mb);
 }
@@ -390,12 +419,13 @@ static void test_attn_decode(void **state)
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int n = cases[ci][0], h = cases[ci][1], g = cases[ci][2], hd = cases[ci][3];
         size_t kvd = (size_t)g * hd, qs = (size_t)n * h * hd;
+        size_t ldc = ci % 2 ? 2 * kvd + 8 : kvd; /* every other case position-major */
         int32_t pos[MAXN];
         pair kc[MAXN], vc[MAXN];
         float *kg[MAXN], *vg[MAXN], *kcpu[MAXN], *vcpu[MAXN];
         for (int i = 0; i < n; i++) {
             pos[i] = i + 4 < 8 && (i == 0 || cases[ci][4 + i]) ? cases[ci][4 + i] : 37 * i % 900;
-            size_t cs = (size_t)(pos[i] + 3) * kvd;
+            size_t cs = (size_t)(pos[i] + 3) * ldc;
             float *k = randv(&seed, cs, 1.0f), *v = randv(&seed, cs, 1.0f);
             kc[i] = pair_of(k, cs), vc[i] = pair_of(v, cs);
             kg[i] = kc[i].g, vg[i] = vc[i].g, kcpu[i] = kc[i].c, vcpu[i] = vc[i].c;
@@ -406,10 +436,11 @@ static void test_attn_decode(void **state)
         pair pq = pair_of(q, qs), pkn = pair_of(kn, (size_t)n * kvd), pvn = pair_of(vn, (size_t)n * kvd),
              po = pair_of(NULL, qs);
         float scale = 1.0f / sqrtf((float)hd) * 3.0f;
-        gpu->i->attn_decode(gpu, po.g, pq.g, kg, vg, pos, pkn.g, pvn.g, n, h, g, hd, scale);
-        cpu->i->attn_decode(cpu, po.c, pq.c, kcpu, vcpu, pos, pkn.c, pvn.c, n, h, g, hd, scale);
+        gpu->i->attn_decode(gpu, po.g, pq.g, kg, vg, ldc, pos, pkn.g, pvn.g, n, h, g, hd, scale);
+        cpu->i->attn_decode(cpu, po.c, pq.c, kcpu, vcpu, ldc, pos, pkn.c, pvn.c, n, h, g, hd, scale);
         char what[96];
-        snprintf(what, sizeof what, "attn_decode n %d h %d g %d hd %d pos[0] %d", n, h, g, hd, pos[0]);
+        snprintf(what, sizeof what, "attn_decode n %d h %d g %d hd %d pos[0] %d ldc %zu", n, h, g, hd,
+                 pos[0], ldc);
         pair_check_scaled(what, &po, 2e-5, 1.0);
         for (int i = 0; i < n; i++) { /* the stored rows are copies: exact */
             snprintf(what, sizeof what, "attn_decode n %d: cache of row %d", n, i);
@@ -419,6 +450,83 @@ static void test_attn_decode(void **state)
         }
         pair_free(&pq), pair_free(&pkn), pair_free(&pvn), pair_free(&po);
         free(q), free(kn), free(vn);
+    }
+}
+
+/* growing caches (kv_reserve / kv_grow): a reservation of several device
+ * blocks grown in three steps, filled across block boundaries, read by
+ * attn_causal (a 17-row chunk stored at the end) and attn_decode against the
+ * CPU on the same numbers; a grow past the reservation is an error naming
+ * it; released and reserved again (blocks from the pool) it works the same */
+static void test_kv_grow(void **state)
+{
+    (void)state;
+    if (!gpu->i->kv_reserve) {
+        printf("kv_grow: the %s backend allocates caches whole (no driver virtual memory, or "
+               "DOCENT_CUDA_KV_GROW=0), skipped\n", gpu_name);
+        return;
+    }
+    uint64_t seed = 0x6b76677277ULL;
+    enum { P = 3000, N = 17, H = 8, G = 2, HD = 128 };
+    const size_t kvd = (size_t)G * HD, ldc = 2 * kvd + 8, cs = (size_t)P * ldc; /* 6.2 MB */
+    doc_err err = {0};
+    for (int round = 0; round < 2; round++) {
+        float *kr = gpu->i->kv_reserve(gpu, cs), *vr = gpu->i->kv_reserve(gpu, cs);
+        assert_true(kr && vr);
+        const int steps[] = {100, 1500, P};
+        size_t ready = 0, prev = 0;
+        for (int i = 0; i < 3; i++) {
+            size_t want = (size_t)steps[i] * ldc;
+            if (gpu->i->kv_grow(gpu, kr, want, &ready, &err) || ready < want || ready < prev)
+                fail_msg("kv_grow to %zu floats: rc, ready %zu: %s", want, ready, err.msg);
+            if (gpu->i->kv_grow(gpu, vr, want, &ready, &err)) fail_msg("kv_grow: %s", err.msg);
+            prev = ready;
+        }
+        assert_true(ready <= cs + (4u << 20)); /* within the reservation's last block */
+        assert_int_equal(gpu->i->kv_grow(gpu, kr, cs + (64u << 20), &ready, &err), DOC_EINVAL);
+        assert_non_null(strstr(err.msg, "past the reservation"));
+        float *k = randv(&seed, cs, 1.0f), *v = randv(&seed, cs, 1.0f);
+        assert_int_equal(gpu->i->upload(gpu, kr, k, cs), DOC_OK);
+        assert_int_equal(gpu->i->upload(gpu, vr, v, cs), DOC_OK);
+        float *kc = put(cpu, k, cs), *vc = put(cpu, v, cs);
+        /* the chunk: its rows poisoned in the caches, passed as kn, vn */
+        size_t ns = (size_t)N * kvd, qs = (size_t)N * H * HD;
+        float *kn = malloc(ns * sizeof(float)), *vn = malloc(ns * sizeof(float)), *nanv = malloc(kvd * sizeof(float));
+        assert_true(kn && vn && nanv);
+        for (size_t e = 0; e < kvd; e++) nanv[e] = NAN;
+        for (int i = 0; i < N; i++) {
+            memcpy(kn + i * kvd, k + (size_t)(P - N + i) * ldc, kvd * sizeof(float));
+            memcpy(vn + i * kvd, v + (size_t)(P - N + i) * ldc, kvd * sizeof(float));
+            assert_int_equal(gpu->i->upload(gpu, kr + (size_t)(P - N + i) * ldc, nanv, kvd), DOC_OK);
+            assert_int_equal(gpu->i->upload(gpu, vr + (size_t)(P - N + i) * ldc, nanv, kvd), DOC_OK);
+        }
+        float *q = randv(&seed, qs, 1.0f);
+        pair pq = pair_of(q, qs), po = pair_of(NULL, qs), pkn = pair_of(kn, ns), pvn = pair_of(vn, ns);
+        float scale = 3.0f / sqrtf((float)HD);
+        gpu->i->attn_causal(gpu, po.g, pq.g, kr, vr, ldc, pkn.g, pvn.g, N, P - N, H, G, HD, scale);
+        cpu->i->attn_causal(cpu, po.c, pq.c, kc, vc, ldc, NULL, NULL, N, P - N, H, G, HD, scale);
+        pair_check_scaled("attn_causal over a grown cache", &po, 2e-5, 1.0);
+        float *back = get(gpu, kr, cs);
+        assert_memory_equal(back, k, cs * sizeof(float)); /* every block, the stored rows too */
+        free(back);
+        /* decode rows over the same cache at positions in different blocks */
+        int32_t pos[4] = {90, 1100, 2047, P - 1};
+        float *kg[4] = {kr, kr, kr, kr}, *vg[4] = {vr, vr, vr, vr};
+        float *kcp[4] = {kc, kc, kc, kc}, *vcp[4] = {vc, vc, vc, vc};
+        pair pd = pair_of(NULL, (size_t)4 * H * HD), pq4 = pair_of(q, (size_t)4 * H * HD);
+        gpu->i->attn_decode(gpu, pd.g, pq4.g, kg, vg, ldc, pos, NULL, NULL, 4, H, G, HD, scale);
+        cpu->i->attn_decode(cpu, pd.c, pq4.c, kcp, vcp, ldc, pos, NULL, NULL, 4, H, G, HD, scale);
+        pair_check_scaled("attn_decode over a grown cache", &pd, 2e-5, 1.0);
+        if (gpu->i->describe) {
+            char line[512];
+            gpu->i->describe(gpu, line, sizeof line);
+            printf("kv_grow round %d: %s\n", round, line);
+        }
+        pair_free(&pq), pair_free(&po), pair_free(&pkn), pair_free(&pvn), pair_free(&pd), pair_free(&pq4);
+        gpu->i->release(gpu, kr), gpu->i->release(gpu, vr);
+        cpu->i->release(cpu, kc), cpu->i->release(cpu, vc);
+        if (gpu->i->sync(gpu, &err)) fail_msg("%s", err.msg);
+        free(k), free(v), free(kn), free(vn), free(nanv), free(q);
     }
 }
 
@@ -539,7 +647,8 @@ static void gstep_ops(gstep *s, int t, int n, float *out)
     be->i->matmul(be, s->vn, s->y, &s->wv, NULL, n);
     be->i->rope(be, s->q, n, GH, GHD, pos, 10000.0f, 0);
     be->i->rope(be, s->kn, n, GG, GHD, pos, 10000.0f, 0);
-    be->i->attn_decode(be, s->att, s->q, kcs, vcs, pos, s->kn, s->vn, n, GH, GG, GHD, 0.17f);
+    be->i->attn_decode(be, s->att, s->q, kcs, vcs, (size_t)GG * GHD, pos, s->kn, s->vn, n, GH, GG,
+                       GHD, 0.17f);
     be->i->add(be, out, s->x, s->att, (size_t)n * GD);
 }
 
@@ -628,7 +737,7 @@ static void test_attn_bidir(void **state)
         char what[96];
         snprintf(what, sizeof what, "attn_bidir b %d t %d h %d hd %d", b, t, h, hd);
         pair_check_scaled(what, &po, 2e-5, 1.0); /* outputs are averages of |v| <= 1 */
-        if (mb) mma_check(mb, what, &po, q, sz, k, v, sz, 0, 0, 0, h, h, hd, scale, b, t, lens);
+        if (mb) mma_check(mb, what, &po, q, sz, k, v, sz, 0, 0, 0, 0, h, h, hd, scale, b, t, lens);
         float *o = get(gpu, po.g, sz); /* padded rows exactly zero */
         for (int s = 0; s < b; s++)
             for (int i = lens[s]; i < t; i++)
@@ -903,13 +1012,17 @@ int main(void)
      * (quantized matmuls are left out: the CPU quantizes activations to 8 bits) */
     const char *self = getenv("DOCENT_TEST_CUDA_SELFTEST");
     selftest = self && *self == '1';
-    if (selftest) gpu_name = "cpu";
+    if (selftest) { /* the stand-in grows its caches as the device does */
+        gpu_name = "cpu";
+        setenv("DOCENT_CPU_KV_GROW", "1", 1);
+    }
     int rc = selftest ? llm_cpu_backend_new(2, &gpu, &err) : llm_cuda_backend_new(0, &gpu, &err);
     if (rc) {
         printf("skipped: no usable CUDA backend: %s\n", err.msg);
         return 77;
     }
     setenv("DOCENT_ISA", "ref", 1);
+    unsetenv("DOCENT_CPU_KV_GROW"); /* the reference allocates caches whole */
     if (llm_cpu_backend_new(1, &cpu, &err)) {
         printf("cpu backend: %s\n", err.msg);
         return 1;
@@ -919,7 +1032,7 @@ int main(void)
         cmocka_unit_test(test_norms),       cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_attn_decode),
         cmocka_unit_test(test_graphs),      cmocka_unit_test(test_pick),
-        cmocka_unit_test(test_attn_bidir),
+        cmocka_unit_test(test_attn_bidir),  cmocka_unit_test(test_kv_grow),
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_embedder),    cmocka_unit_test(test_generator),
     };

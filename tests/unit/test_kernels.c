@@ -349,6 +349,10 @@ static void attn_ref(double *o, const float *q, const float *k, const float *v, 
     free(s);
 }
 
+/* attn_causal against the float64 reference, on caches whose positions are
+ * g*hd floats apart (layer-major) or further (position-major, other layers'
+ * rows in between); then with the chunk's keys and values passed in (kn,
+ * vn): stored first, the same output bit for bit */
 static void test_attn_causal(void **state)
 {
     (void)state;
@@ -358,43 +362,61 @@ static void test_attn_causal(void **state)
     static const int shapes[][5] = {/* n, pos0, h, g, hd */ {1, 0, 4, 4, 64}, {1, 70, 9, 3, 64},
                                     {1, 300, 8, 2, 64}, {1, 45, 4, 2, 128}, {1, 20, 2, 1, 80},
                                     {37, 0, 6, 2, 64}, {13, 29, 3, 3, 64}};
-    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
-        int n = shapes[c][0], pos0 = shapes[c][1], h = shapes[c][2], g = shapes[c][3];
-        int hd = shapes[c][4];
-        int ctx = pos0 + n + 5;
-        float *q = randv(&seed, (size_t)n * h * hd, 2.0f);
-        float *kc = randv(&seed, (size_t)ctx * g * hd, 2.0f), *vc = randv(&seed, (size_t)ctx * g * hd, 1.0f);
-        double *ref = malloc((size_t)n * h * hd * sizeof(double));
-        float scale = 1.0f / sqrtf((float)hd);
-        for (int i = 0; i < n; i++)
-            for (int hh = 0; hh < h; hh++) {
-                int kv = hh / (h / g);
-                attn_ref(ref + (i * h + hh) * hd, q + (i * h + hh) * hd, kc + kv * hd, vc + kv * hd,
-                         (size_t)g * hd, pos0 + i + 1, hd, scale);
-            }
-        float *y1 = NULL;
-        for (int isa = 0; isa < n_levels(); isa++)
-            for (int nth = 1; nth <= 4; nth += 3) {
-                llm_backend *be = make_be(isa, nth);
-                float *out = be->i->alloc(be, (size_t)n * h * hd);
-                be->i->attn_causal(be, out, q, kc, vc, n, pos0, h, g, hd, scale);
-                close_or_fail("attn_causal", isa, out, ref, (size_t)n * h * hd, 1e-5, 1e-6);
-                if (nth == 1) {
-                    free(y1);
-                    y1 = malloc((size_t)n * h * hd * sizeof(float));
-                    memcpy(y1, out, (size_t)n * h * hd * sizeof(float));
-                } else {
-                    assert_memory_equal(y1, out, (size_t)n * h * hd * sizeof(float));
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++)
+        for (int strided = 0; strided < 2; strided++) {
+            int n = shapes[c][0], pos0 = shapes[c][1], h = shapes[c][2], g = shapes[c][3];
+            int hd = shapes[c][4];
+            int ctx = pos0 + n + 5;
+            size_t kvd = (size_t)g * hd, ldc = strided ? 3 * kvd + 16 : kvd;
+            float *q = randv(&seed, (size_t)n * h * hd, 2.0f);
+            float *kc = randv(&seed, (size_t)ctx * ldc, 2.0f), *vc = randv(&seed, (size_t)ctx * ldc, 1.0f);
+            double *ref = malloc((size_t)n * h * hd * sizeof(double));
+            float *kn = malloc((size_t)n * kvd * sizeof(float)), *vn = malloc((size_t)n * kvd * sizeof(float));
+            assert_true(ref && kn && vn);
+            float scale = 1.0f / sqrtf((float)hd);
+            for (int i = 0; i < n; i++) {
+                memcpy(kn + i * kvd, kc + (size_t)(pos0 + i) * ldc, kvd * sizeof(float));
+                memcpy(vn + i * kvd, vc + (size_t)(pos0 + i) * ldc, kvd * sizeof(float));
+                for (int hh = 0; hh < h; hh++) {
+                    int kv = hh / (h / g);
+                    attn_ref(ref + (i * h + hh) * hd, q + (i * h + hh) * hd, kc + kv * hd, vc + kv * hd,
+                             ldc, pos0 + i + 1, hd, scale);
                 }
-                be->i->release(be, out);
-                llm_backend_free(&be);
             }
-        free(y1);
-        free(q);
-        free(kc);
-        free(vc);
-        free(ref);
-    }
+            float *y1 = NULL;
+            for (int isa = 0; isa < n_levels(); isa++)
+                for (int nth = 1; nth <= 4; nth += 3) {
+                    llm_backend *be = make_be(isa, nth);
+                    float *out = be->i->alloc(be, (size_t)n * h * hd);
+                    be->i->attn_causal(be, out, q, kc, vc, ldc, NULL, NULL, n, pos0, h, g, hd, scale);
+                    close_or_fail("attn_causal", isa, out, ref, (size_t)n * h * hd, 1e-5, 1e-6);
+                    if (nth == 1) {
+                        free(y1);
+                        y1 = malloc((size_t)n * h * hd * sizeof(float));
+                        memcpy(y1, out, (size_t)n * h * hd * sizeof(float));
+                    } else {
+                        assert_memory_equal(y1, out, (size_t)n * h * hd * sizeof(float));
+                    }
+                    for (int i = 0; i < n; i++) /* the chunk's rows come from kn, vn */
+                        for (size_t e = 0; e < kvd; e++)
+                            kc[(size_t)(pos0 + i) * ldc + e] = vc[(size_t)(pos0 + i) * ldc + e] = NAN;
+                    be->i->attn_causal(be, out, q, kc, vc, ldc, kn, vn, n, pos0, h, g, hd, scale);
+                    assert_memory_equal(y1, out, (size_t)n * h * hd * sizeof(float));
+                    for (int i = 0; i < n; i++) {
+                        assert_memory_equal(kc + (size_t)(pos0 + i) * ldc, kn + i * kvd, kvd * sizeof(float));
+                        assert_memory_equal(vc + (size_t)(pos0 + i) * ldc, vn + i * kvd, kvd * sizeof(float));
+                    }
+                    be->i->release(be, out);
+                    llm_backend_free(&be);
+                }
+            free(y1);
+            free(q);
+            free(kc);
+            free(vc);
+            free(kn);
+            free(vn);
+            free(ref);
+        }
 }
 
 /* attn_decode: a decode step's rows, each over its own cache and position,
@@ -426,10 +448,11 @@ static void test_attn_decode(void **state)
             for (int nth = 1; nth <= 4; nth += 3) {
                 llm_backend *be = make_be(isa, nth);
                 float *out = be->i->alloc(be, (size_t)N * H * hd), *one = be->i->alloc(be, (size_t)H * hd);
-                be->i->attn_decode(be, out, q, kc, vc, p32, NULL, NULL, N, H, G, hd, scale);
+                be->i->attn_decode(be, out, q, kc, vc, kvd, p32, NULL, NULL, N, H, G, hd, scale);
                 close_or_fail("attn_decode", isa, out, ref, (size_t)N * H * hd, 1e-5, 1e-6);
                 for (int i = 0; i < N; i++) {
-                    be->i->attn_causal(be, one, q + (size_t)i * H * hd, kc[i], vc[i], 1, pos[i], H, G, hd, scale);
+                    be->i->attn_causal(be, one, q + (size_t)i * H * hd, kc[i], vc[i], kvd, NULL, NULL, 1,
+                                       pos[i], H, G, hd, scale);
                     assert_memory_equal(one, out + (size_t)i * H * hd, (size_t)H * hd * sizeof(float));
                 }
                 /* with the new keys and values passed in: stored at pos[i] first */
@@ -441,7 +464,7 @@ static void test_attn_decode(void **state)
                     memcpy(vn + i * kvd, vc[i] + (size_t)pos[i] * kvd, kvd * sizeof(float));
                     for (size_t e = 0; e < kvd; e++) kc[i][(size_t)pos[i] * kvd + e] = vc[i][(size_t)pos[i] * kvd + e] = NAN;
                 }
-                be->i->attn_decode(be, out2, q, kc, vc, p32, kn, vn, N, H, G, hd, scale);
+                be->i->attn_decode(be, out2, q, kc, vc, kvd, p32, kn, vn, N, H, G, hd, scale);
                 assert_memory_equal(out2, out, (size_t)N * H * hd * sizeof(float));
                 for (int i = 0; i < N; i++) {
                     assert_memory_equal(kc[i] + (size_t)pos[i] * kvd, kn + i * kvd, kvd * sizeof(float));
