@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "llm/llm.h"
 
 /* Element types, numbered as in GGUF/ggml so file values map directly. */
 enum {
@@ -137,15 +138,14 @@ typedef struct llm_backend_i {
      * without graph_begin. */
     void (*graph_begin)(llm_backend *be, uint64_t key);
     int (*graph_end)(llm_backend *be, doc_err *err);
-    /* pick_greedy: row i of logits (n, vocab) gets the repetition penalty
-     * pen[i] over the ids recent[i * rmax ..][0 .. nrec[i]) (each distinct id
-     * once: a positive logit divided by it, a negative one multiplied; none
-     * when it is 1 or <= 0), then its first maximum goes to ids[i].  The
-     * logits are modified.  recent, nrec, pen and ids are host arrays; ids are
-     * written when it returns DOC_OK (it waits for the device). */
-    int (*pick_greedy)(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
-                       const int32_t *recent, const int32_t *nrec, int rmax, const float *pen,
-                       doc_err *err);
+    /* pick: row i of logits (n, vocab) gets its next token in ids[i], chosen
+     * as p[i] says (llm.h, llm_pick; sample.c's pick_row is the reference),
+     * the penalty over the ids recent[i * rmax ..][0 .. nrec[i]).  The logits
+     * are modified.  recent, nrec, p and ids are host arrays; ids are written
+     * when it returns DOC_OK (it waits for the device). */
+    int (*pick)(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
+                const int32_t *recent, const int32_t *nrec, int rmax, const llm_pick *p,
+                doc_err *err);
     /* mem_info: the memory the backend can still hand out and its total, in
      * bytes (the device's; on the CPU the host's available memory); 0, or a
      * DOC_E* code when it cannot tell */

@@ -177,17 +177,16 @@ static void advance(llm_model *m)
     else wait_until(b, until);
 }
 
-int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, float *logits,
-                 int32_t *next, doc_err *err)
+int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, int32_t *next,
+                 doc_err *err)
 {
     llm_batcher *b = m->batcher;
     breq r = {.row = {.s = s, .id = id}, .since = time_now()};
-    if (!sampler_greedy(smp, &r.row.recent, &r.row.n_recent, &r.row.penalty))
-        r.row.logits = logits;
+    sampler_row(smp, &r.row);
     int rc;
     if (!b) {
         rc = llm_sessions_step_rows(&r.row, 1, err);
-        if (!rc) *next = r.row.logits ? sampler_pick(smp, logits) : r.row.next;
+        if (!rc) *next = r.row.next;
         return rc;
     }
     pthread_mutex_lock(&b->mu);
@@ -198,7 +197,7 @@ int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, float *
     while (!r.done) advance(m);
     pthread_mutex_unlock(&b->mu);
     if (r.rc && err) *err = r.err;
-    if (!r.rc) *next = r.row.logits ? sampler_pick(smp, logits) : r.row.next;
+    if (!r.rc) *next = r.row.next;
     return r.rc;
 }
 

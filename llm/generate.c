@@ -336,8 +336,8 @@ int llm_generate(llm_model *m, const char *prompt, const llm_sampling *s_in, llm
                 st.stop_reason = LLM_STOP_CONTEXT;
                 break;
             }
-            /* the next id: on the backend when greedy (a GPU sends back only ids) */
-            if ((rc = batch_decode(m, sess, id, smp, logits, &id, err))) goto done;
+            /* the next id, picked by the step (a GPU sends back only ids) */
+            if ((rc = batch_decode(m, sess, id, smp, &id, err))) goto done;
         }
     }
     st.t_gen = time_now() - t1;

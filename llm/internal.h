@@ -230,6 +230,20 @@ typedef struct llm_source {
 const llm_tensor *src_tensor(const llm_source *s, const char *name);
 
 /* ======================================================================
+ * The sampler's choice (sample.c): the reference of the backends' pick op
+ * ====================================================================== */
+
+/* pick_cand: scratch for pick_row, n_vocab of them */
+typedef struct pick_cand {
+    float logit;
+    int32_t id;
+} pick_cand;
+/* pick_row: the token p chooses from logits (nv, modified in place) after
+ * the penalty over recent (llm.h, llm_pick) */
+int32_t pick_row(float *logits, int nv, const int32_t *recent, int n_recent, const llm_pick *p,
+                 pick_cand *c);
+
+/* ======================================================================
  * Chat templates (chat.c)
  * ====================================================================== */
 

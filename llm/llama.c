@@ -363,49 +363,51 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
     op->matmul(be, s->logits, s->xb, &m->output, NULL, n); /* (n, vocab) */
 }
 
-/* step_picks: the greedy picks of the rows without a logits buffer, from
- * the step's logits (n rows of m->step->logits); on the backend when it
- * picks, else on the host one row at a time */
+/* step_picks: the picks of the rows without a logits buffer, from the
+ * step's logits (n rows of m->step->logits); on the backend when it picks,
+ * else on the host one row at a time (pick_row) */
 static int step_picks(llm_model *m, llm_step_row *rows, int n, doc_err *err)
 {
     llm_backend *be = m->be;
     const int nv = m->hp.n_vocab;
     float *lg = m->step->logits;
     int rc = DOC_OK;
-    if (!be->i->pick_greedy) {
+    if (!be->i->pick) {
         float *row = malloc((size_t)nv * sizeof *row);
-        if (!row) return doc_errf(err, DOC_ENOMEM, "out of memory");
+        pick_cand *c = malloc((size_t)nv * sizeof *c);
+        if (!row || !c) rc = doc_errf(err, DOC_ENOMEM, "out of memory");
         for (int i = 0; i < n && !rc; i++) {
             if (rows[i].logits) continue;
             rc = be->i->download(be, row, lg + (size_t)i * nv, (size_t)nv);
             if (rc) rc = doc_errf(err, rc, "logits download failed");
-            else rows[i].next = greedy_pick(row, nv, rows[i].recent, rows[i].n_recent, rows[i].penalty);
+            else rows[i].next = pick_row(row, nv, rows[i].recent, rows[i].n_recent, &rows[i].pick, c);
         }
         free(row);
+        free(c);
         return rc;
     }
     int rmax = 0;
     for (int i = 0; i < n; i++)
         if (!rows[i].logits && rows[i].n_recent > rmax) rmax = rows[i].n_recent;
     int32_t *recent = malloc(((size_t)n * (rmax ? rmax : 1) + 2 * (size_t)n) * sizeof *recent);
-    float *pen = malloc((size_t)n * sizeof *pen);
-    if (!recent || !pen) {
+    llm_pick *pk = malloc((size_t)n * sizeof *pk);
+    if (!recent || !pk) {
         free(recent);
-        free(pen);
+        free(pk);
         return doc_errf(err, DOC_ENOMEM, "out of memory");
     }
     int32_t *nrec = recent + (size_t)n * (rmax ? rmax : 1), *next = nrec + n;
-    for (int i = 0; i < n; i++) { /* rows that return logits are picked too, unpenalised */
+    for (int i = 0; i < n; i++) { /* rows that return logits are picked too, greedily */
         int k = rows[i].logits ? 0 : rows[i].n_recent;
         if (k) memcpy(recent + (size_t)i * rmax, rows[i].recent, (size_t)k * sizeof *recent);
         nrec[i] = k;
-        pen[i] = rows[i].logits ? 1.0f : rows[i].penalty;
+        pk[i] = rows[i].logits ? (llm_pick){.penalty = 1.0f} : rows[i].pick;
     }
-    rc = be->i->pick_greedy(be, next, lg, n, nv, recent, nrec, rmax, pen, err);
+    rc = be->i->pick(be, next, lg, n, nv, recent, nrec, rmax, pk, err);
     for (int i = 0; i < n && !rc; i++)
         if (!rows[i].logits) rows[i].next = next[i];
     free(recent);
-    free(pen);
+    free(pk);
     return rc;
 }
 
@@ -439,6 +441,13 @@ int llm_sessions_step_rows(llm_step_row *rows, int n, doc_err *err)
         if (!rows[i].logits && rows[i].n_recent && !rows[i].recent)
             return doc_errf(err, DOC_EINVAL, "decode step: row %d has %d recent ids but no array", i,
                             rows[i].n_recent);
+        const llm_pick *pk = &rows[i].pick;
+        if (!rows[i].logits && pk->temperature > 0 &&
+            !(pk->u >= 0 && pk->u < 1 && pk->top_k >= 0 && pk->top_p >= 0 && pk->top_p <= 1 &&
+              pk->min_p >= 0 && pk->min_p <= 1 && pk->temperature < INFINITY))
+            return doc_errf(err, DOC_EINVAL,
+                            "decode step: row %d's pick is out of range (need 0 <= u < 1, top_k >= 0, "
+                            "0 <= top_p, min_p <= 1, a finite temperature)", i);
     }
     llm_backend *be = m->be;
     int rc;

@@ -210,19 +210,37 @@ int llm_session_eval(llm_session *s, const int32_t *ids, int n, int all, float *
  * 0, ...), and far cheaper than them: the weights are read once per step. */
 int llm_sessions_step(llm_session *const *ss, const int32_t *ids, int n, float *logits,
                       doc_err *err);
+/* llm_pick: how a row's next token is chosen, in the sampler's order
+ * (sample.c): the repetition penalty over the row's recent ids (each distinct
+ * id once: a positive logit divided by it, a negative one multiplied); then
+ * the first maximum when temperature <= 0 or top_k == 1; else, with the
+ * candidates ordered best first (ties: lower id first), the top_k best (0:
+ * all), their probabilities softmax(logit / temperature) over those, the ones
+ * of at least min_p times the best's (0: off), the fewest best whose mass
+ * reaches top_p (off at 0 or 1), and of these the one where the running
+ * total, best first, reaches u times their mass. */
+typedef struct llm_pick {
+    float penalty; /* 1 (or <= 0): none */
+    float temperature;
+    int top_k;
+    float top_p, min_p;
+    double u; /* the draw, in [0, 1) */
+} llm_pick;
+
 /* llm_step_row: one row of llm_sessions_step_rows */
 typedef struct llm_step_row {
     llm_session *s;
-    int32_t id;     /* the token appended to s */
-    float *logits;  /* out: s's next-token logits (n_vocab); NULL: pick greedily instead */
-    const int32_t *recent; /* the greedy pick: a repetition penalty over these ids (each */
-    int n_recent;          /* distinct id once: a positive logit divided by penalty, */
-    float penalty;         /* a negative one multiplied; 1: none), then the first maximum */
+    int32_t id;            /* the token appended to s */
+    float *logits;         /* out: s's next-token logits (n_vocab); NULL: pick instead */
+    const int32_t *recent; /* the pick's penalty applies to these ids */
+    int n_recent;
+    llm_pick pick;         /* zero: greedy, no penalty */
     int32_t next;          /* out when logits is NULL: the picked token */
 } llm_step_row;
 /* llm_sessions_step_rows: llm_sessions_step where each row chooses what comes
- * back: its logits, or its greedy next token picked on the backend (on a GPU
- * only the ids cross to the host), equal to the sampler's greedy choice. */
+ * back: its logits, or its next token picked on the backend as row.pick says
+ * (on a GPU only the ids cross to the host), equal to the sampler's choice
+ * for the same draw. */
 int llm_sessions_step_rows(llm_step_row *rows, int n, doc_err *err);
 int llm_session_pos(const llm_session *s);
 void llm_session_reset(llm_session *s);

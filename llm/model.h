@@ -93,12 +93,11 @@ void batch_exec(llm_model *m, int on);
 /* batch_join: a sequence starts (on=1) or ends (0) its decode steps */
 void batch_join(llm_model *m, int on);
 /* batch_decode: append id to s, in one step with the other sequences
- * waiting, and choose the next token with smp into *next: picked on the
- * backend when smp is greedy, else sampled from the logits (n_vocab floats,
- * the caller's buffer) */
+ * waiting, and choose the next token as smp would into *next: picked by the
+ * step (on the backend when it picks: a GPU sends back only the id) */
 typedef struct sampler sampler;
-int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, float *logits,
-                 int32_t *next, doc_err *err);
+int batch_decode(llm_model *m, llm_session *s, int32_t id, sampler *smp, int32_t *next,
+                 doc_err *err);
 /* batch_prefill: append a prompt to s (logits for its last token) in chunks,
  * letting waiting decode steps run between them */
 int batch_prefill(llm_model *m, llm_session *s, const int32_t *ids, int n, float *logits,
@@ -129,11 +128,11 @@ void sampler_free(sampler **sp);
 /* sampler_pick: choose the next token from logits (modified in place). */
 int32_t sampler_pick(sampler *sp, float *logits);
 void sampler_accept(sampler *sp, int32_t id);
-/* sampler_greedy: 1 when sp picks greedily; its penalty and the ids it
- * applies to (for llm_step_row) */
-int sampler_greedy(const sampler *sp, const int32_t **recent, int *n_recent, float *penalty);
+/* sampler_row: row's recent ids and pick as sp would choose now (drawing u
+ * from sp's generator when it samples), so the backend can choose for it */
+void sampler_row(sampler *sp, llm_step_row *row);
 /* penalize: the repetition penalty over recent (each distinct id once);
- * greedy_pick: that, then the first maximum (sampler_pick's greedy choice) */
+ * greedy_pick: that, then the first maximum (pick_row's greedy choice) */
 void penalize(float *logits, int nv, const int32_t *recent, int n_recent, float penalty);
 int32_t greedy_pick(float *logits, int nv, const int32_t *recent, int n_recent, float penalty);
 

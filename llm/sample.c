@@ -3,8 +3,12 @@
  *
  * Order (as in the common llama.cpp-style chains): repetition penalty over the
  * last repeat_last_n tokens, then greedy when temperature is 0, else top-k,
- * top-p, min-p on the sorted candidates, temperature, softmax and a draw from
- * a seeded generator (splitmix64/xorshift: same seed, same output).
+ * temperature and softmax over those, min-p, top-p on the sorted candidates,
+ * and a draw from a seeded generator (splitmix64: same seed, same output).
+ * The candidates are ordered best first with ties to the lower id, a total
+ * order, so the kept set and the drawn token are defined exactly: pick_row is
+ * the reference the backends' pick ops follow (a GPU picks the same token for
+ * the same draw, up to float rounding at a boundary).
  * The sampler owns its candidate array (n_vocab entries, allocated once).
  */
 #include "llm/model.h"
@@ -13,10 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    float logit;
-    int32_t id;
-} cand;
+typedef pick_cand cand;
 
 struct sampler {
     llm_sampling s;
@@ -84,11 +85,15 @@ void sampler_accept(sampler *sp, int32_t id)
     if (sp->n_recent < w) sp->n_recent++;
 }
 
+/* a before b: the higher logit, at equal logits the lower id */
+static int before(const cand *a, const cand *b)
+{
+    return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
 static int by_logit_desc(const void *a, const void *b)
 {
-    const cand *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
-    return x->id - y->id;
+    return before(a, b) ? -1 : before(b, a) ? 1 : 0;
 }
 
 void penalize(float *logits, int nv, const int32_t *recent, int n_recent, float penalty)
@@ -113,37 +118,48 @@ int32_t greedy_pick(float *logits, int nv, const int32_t *recent, int n_recent, 
     return best;
 }
 
-int sampler_greedy(const sampler *sp, const int32_t **recent, int *n_recent, float *penalty)
+void sampler_row(sampler *sp, llm_step_row *row)
 {
-    *recent = sp->recent;
-    *n_recent = sp->n_recent;
-    *penalty = sp->s.repeat_penalty;
-    return sp->s.temperature <= 0.0f || sp->s.top_k == 1;
+    const llm_sampling *s = &sp->s;
+    row->recent = sp->recent;
+    row->n_recent = sp->n_recent;
+    row->pick = (llm_pick){.penalty = s->repeat_penalty};
+    if (s->temperature <= 0.0f || s->top_k == 1) return;
+    row->pick.temperature = s->temperature;
+    row->pick.top_k = s->top_k;
+    row->pick.top_p = s->top_p;
+    row->pick.min_p = s->min_p;
+    row->pick.u = (double)(next_u64(&sp->rng) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 int32_t sampler_pick(sampler *sp, float *logits)
 {
-    const llm_sampling *s = &sp->s;
-    const int nv = sp->n_vocab;
-    if (s->temperature <= 0.0f || s->top_k == 1)
-        return greedy_pick(logits, nv, sp->recent, sp->n_recent, s->repeat_penalty);
-    penalize(logits, nv, sp->recent, sp->n_recent, s->repeat_penalty);
-    /* candidates, top-k by partial selection when k is small */
+    llm_step_row row = {0};
+    sampler_row(sp, &row);
+    return pick_row(logits, sp->n_vocab, row.recent, row.n_recent, &row.pick, sp->c);
+}
+
+int32_t pick_row(float *logits, int nv, const int32_t *recent, int n_recent, const llm_pick *p,
+                 cand *c)
+{
+    if (p->temperature <= 0.0f || p->top_k == 1)
+        return greedy_pick(logits, nv, recent, n_recent, p->penalty);
+    penalize(logits, nv, recent, n_recent, p->penalty);
+    /* candidates, top-k by partial selection (quickselect in the total order) */
     int n = nv;
-    for (int i = 0; i < nv; i++) sp->c[i] = (cand){logits[i], i};
-    if (s->top_k > 0 && s->top_k < nv) {
-        /* nth_element-style: keep the k largest in front (quickselect) */
-        int lo = 0, hi = nv - 1, k = s->top_k;
+    for (int i = 0; i < nv; i++) c[i] = (cand){logits[i], i};
+    if (p->top_k > 0 && p->top_k < nv) {
+        int lo = 0, hi = nv - 1, k = p->top_k;
         while (lo < hi) {
-            float pivot = sp->c[(lo + hi) / 2].logit;
+            cand pivot = c[(lo + hi) / 2];
             int i = lo, j = hi;
             while (i <= j) {
-                while (sp->c[i].logit > pivot) i++;
-                while (sp->c[j].logit < pivot) j--;
+                while (before(&c[i], &pivot)) i++;
+                while (before(&pivot, &c[j])) j--;
                 if (i <= j) {
-                    cand t = sp->c[i];
-                    sp->c[i++] = sp->c[j];
-                    sp->c[j--] = t;
+                    cand t = c[i];
+                    c[i++] = c[j];
+                    c[j--] = t;
                 }
             }
             if (k - 1 <= j) hi = j;
@@ -152,38 +168,38 @@ int32_t sampler_pick(sampler *sp, float *logits)
         }
         n = k;
     }
-    qsort(sp->c, (size_t)n, sizeof *sp->c, by_logit_desc);
+    qsort(c, (size_t)n, sizeof *c, by_logit_desc);
     /* temperature, softmax over the kept candidates */
-    float maxl = sp->c[0].logit;
+    float maxl = c[0].logit;
     double sum = 0;
     for (int i = 0; i < n; i++) {
-        sp->c[i].logit = expf((sp->c[i].logit - maxl) / s->temperature);
-        sum += sp->c[i].logit;
+        c[i].logit = expf((c[i].logit - maxl) / p->temperature);
+        sum += c[i].logit;
     }
-    for (int i = 0; i < n; i++) sp->c[i].logit = (float)(sp->c[i].logit / sum);
+    for (int i = 0; i < n; i++) c[i].logit = (float)(c[i].logit / sum);
     /* min-p: drop candidates under min_p times the best probability */
-    if (s->min_p > 0.0f) {
-        float floor_p = s->min_p * sp->c[0].logit;
+    if (p->min_p > 0.0f) {
+        float floor_p = p->min_p * c[0].logit;
         int keep = 1;
-        while (keep < n && sp->c[keep].logit >= floor_p) keep++;
+        while (keep < n && c[keep].logit >= floor_p) keep++;
         n = keep;
     }
     /* top-p: the smallest prefix whose mass reaches top_p */
-    if (s->top_p > 0.0f && s->top_p < 1.0f) {
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
         double cum = 0;
         int keep = 0;
         while (keep < n) {
-            cum += sp->c[keep++].logit;
-            if (cum >= s->top_p) break;
+            cum += c[keep++].logit;
+            if (cum >= p->top_p) break;
         }
         n = keep;
     }
     double mass = 0;
-    for (int i = 0; i < n; i++) mass += sp->c[i].logit;
-    double r = (double)(next_u64(&sp->rng) >> 11) * (1.0 / 9007199254740992.0) * mass;
+    for (int i = 0; i < n; i++) mass += c[i].logit;
+    double r = p->u * mass, cum = 0;
     for (int i = 0; i < n; i++) {
-        r -= sp->c[i].logit;
-        if (r <= 0) return sp->c[i].id;
+        cum += c[i].logit;
+        if (cum >= r) return c[i].id;
     }
-    return sp->c[n - 1].id;
+    return c[n - 1].id;
 }

@@ -975,6 +975,39 @@ static void cpu_destroy(llm_backend *be)
     free(be);
 }
 
+/* pick: each row with sample.c's pick_row, in place (rows in parallel, each
+ * thread with its candidates in scratch) */
+typedef struct {
+    int32_t *ids;
+    float *logits;
+    int vocab, rmax;
+    const int32_t *recent, *nrec;
+    const llm_pick *p;
+    pick_cand *cand;
+} pick_job;
+
+static void pick_rows(cpu_ctx *c, void *arg, int64_t i0, int64_t i1, int ith)
+{
+    (void)c;
+    pick_job *j = arg;
+    for (int64_t r = i0; r < i1; r++)
+        j->ids[r] = pick_row(j->logits + r * j->vocab, j->vocab, j->recent + r * j->rmax, j->nrec[r],
+                             &j->p[r], j->cand + (size_t)ith * j->vocab);
+}
+
+static int cpu_pick(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
+                    const int32_t *recent, const int32_t *nrec, int rmax, const llm_pick *p,
+                    doc_err *err)
+{
+    cpu_ctx *c = ctx_of(be);
+    if (n <= 0) return DOC_OK;
+    pick_job j = {ids, logits, vocab, rmax, recent, nrec, p, NULL};
+    j.cand = scratch_get(c, (size_t)c->nth * vocab * sizeof(pick_cand));
+    if (!j.cand) return doc_errf(err, DOC_ENOMEM, "cpu pick: out of memory");
+    par_for(c, n, 1, 8.0 * vocab, pick_rows, &j);
+    return DOC_OK;
+}
+
 /* the host's available memory (MemAvailable: free plus what the kernel can
  * reclaim) and its total, from /proc/meminfo */
 static int cpu_mem_info(llm_backend *be, size_t *free_bytes, size_t *total_bytes)
@@ -1011,6 +1044,7 @@ static const llm_backend_i cpu_iface = {
     .attn_causal = cpu_attn_causal,
     .attn_decode = cpu_attn_decode,
     .mem_info = cpu_mem_info,
+    .pick = cpu_pick,
     .attn_bidir = cpu_attn_bidir,
     .gelu = cpu_gelu,
     .swiglu = cpu_swiglu,

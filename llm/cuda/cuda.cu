@@ -736,23 +736,36 @@ __global__ void k_attn_merge(float *out, const float *part, int ldq, int hd, int
  * first maximum: each thread keeps the first maximum of its strided share,
  * and the shares merge by (larger value, then lower index).
  */
-__global__ void k_pick(int32_t *out, float *logits, int vocab, const int32_t *recent,
-                       const int32_t *nrec, int rmax, const float *pen)
+/* the repetition penalty of a row's recent ids, in place (each distinct id
+ * once, so no two threads touch one logit); ends with a barrier */
+__device__ void pick_penalize(float *x, int vocab, const int32_t *rc, int nrec, float p)
 {
-    __shared__ float s_v[32];
-    __shared__ int s_i[32];
-    const int r = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    float *x = logits + (size_t)r * vocab;
-    const int32_t *rc = recent + (size_t)r * rmax;
-    const float p = pen[r];
     if (p != 1.0f && p > 0.0f)
-        for (int i = threadIdx.x; i < nrec[r]; i += blockDim.x) {
+        for (int i = threadIdx.x; i < nrec; i += blockDim.x) {
             int32_t id = rc[i];
             int seen = id < 0 || id >= vocab;
             for (int j = 0; j < i && !seen; j++) seen = rc[j] == id;
             if (!seen) x[id] = x[id] > 0 ? x[id] / p : x[id] * p;
         }
     __syncthreads();
+}
+
+__device__ __forceinline__ bool pick_sampled(const llm_pick &p)
+{
+    return p.temperature > 0.0f && p.top_k != 1;
+}
+
+/* greedy rows (sampled ones are k_sample's): the penalty, then the first
+ * maximum */
+__global__ void k_pick(int32_t *out, float *logits, int vocab, const int32_t *recent,
+                       const int32_t *nrec, int rmax, const llm_pick *pk)
+{
+    __shared__ float s_v[32];
+    __shared__ int s_i[32];
+    const int r = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (pick_sampled(pk[r])) return;
+    float *x = logits + (size_t)r * vocab;
+    pick_penalize(x, vocab, recent + (size_t)r * rmax, nrec[r], pk[r].penalty);
     float bv = -INFINITY;
     int bi = INT_MAX;
     if ((int)threadIdx.x < vocab) bv = x[threadIdx.x], bi = threadIdx.x;
@@ -775,6 +788,217 @@ __global__ void k_pick(int32_t *out, float *logits, int vocab, const int32_t *re
         if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
     }
     if (lane == 0) out[r] = bi;
+}
+
+/*
+ * Sampling on the device (k_sample), the order of sample.c's pick_row over
+ * one row per block of PICK_THREADS.  Candidates are ranked by a 64-bit key,
+ * the logit's bits made order-preserving above the complement of the id, so
+ * "best first, ties to the lower id" is plain key order and every set the
+ * sampler keeps is the keys >= some threshold.  Thresholds come from radix
+ * selection, a byte of the key per pass (a 256-bin histogram in shared
+ * memory), stopping as soon as the remaining bin is decided:
+ *   top-k: the key with exactly k keys at or above it (counts);
+ *   min-p: the least key whose probability is at least min_p times the best's;
+ *   top-p and the draw: the first key, best first, at which the running mass
+ *   reaches a target (masses in double; the last key when none does).
+ * Probabilities are sample.c's: (float)(expf((l - max) / T) / Z), Z the
+ * double sum over the top-k.
+ */
+#define PICK_THREADS 1024
+typedef unsigned long long u64;
+
+typedef struct pick_sh {
+    int cnt[256];
+    double mass[256];
+    double red[32];
+    u64 redk[32];
+    int bin, n;
+    double above;
+} pick_sh;
+
+__device__ __forceinline__ u64 rank_key(float l, int i)
+{
+    unsigned u = __float_as_uint(l);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((u64)u << 32) | (unsigned)~(unsigned)i;
+}
+
+__device__ __forceinline__ int key_id(u64 k) { return (int)~(unsigned)(k & 0xffffffffu); }
+
+__device__ double blk_sum(double v, pick_sh *sh)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) sh->red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    double t = 0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); w++) t += sh->red[w];
+    return t;
+}
+
+/* the block's largest (big=1) or smallest key */
+__device__ u64 blk_key(u64 v, int big, pick_sh *sh)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        u64 ov = __shfl_xor_sync(0xffffffffu, v, o);
+        v = big ? (ov > v ? ov : v) : (ov < v ? ov : v);
+    }
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) sh->redk[threadIdx.x >> 5] = v;
+    __syncthreads();
+    u64 t = sh->redk[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+        t = big ? (sh->redk[w] > t ? sh->redk[w] : t) : (sh->redk[w] < t ? sh->redk[w] : t);
+    return t;
+}
+
+/* a candidate's probability (sample.c's arithmetic) */
+__device__ __forceinline__ float pick_prob(float l, float lmax, float temp, double z)
+{
+    return (float)((double)expf((l - lmax) / temp) / z);
+}
+
+/* the key with exactly m keys of the row at or above it (1 <= m <= vocab) */
+__device__ u64 sel_count(const float *x, int vocab, int m, pick_sh *sh)
+{
+    u64 prefix = 0, mask = 0;
+    int need = m;
+    const int lane = threadIdx.x & 31;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int b = threadIdx.x; b < 256; b += blockDim.x) sh->cnt[b] = 0;
+        __syncthreads();
+        for (int base = 0; base < vocab; base += blockDim.x) { /* whole warps, for match_any */
+            int i = base + threadIdx.x, bin = -1;
+            if (i < vocab) {
+                u64 k = rank_key(x[i], i);
+                if ((k & mask) == prefix) bin = (int)((k >> shift) & 255);
+            }
+            unsigned peers = __match_any_sync(0xffffffffu, bin);
+            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh->cnt[bin], __popc(peers));
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int cum = 0, b = 255;
+            for (; b > 0 && cum + sh->cnt[b] < need; b--) cum += sh->cnt[b];
+            sh->bin = b;
+            sh->n = sh->cnt[b];
+            sh->above = cum;
+        }
+        __syncthreads();
+        need -= (int)sh->above;
+        prefix |= (u64)sh->bin << shift;
+        mask |= (u64)255 << shift;
+        if (sh->n == need) break; /* every key under this prefix is in: prefix is the threshold */
+        __syncthreads();
+    }
+    __syncthreads();
+    return prefix;
+}
+
+/* among keys >= lo, best first: the first key at which the running total of
+ * probabilities reaches target, or the last key when none does */
+__device__ u64 sel_mass(const float *x, int vocab, u64 lo, double target, float lmax, float temp,
+                        double z, pick_sh *sh)
+{
+    u64 prefix = 0, mask = 0;
+    double above = 0;
+    const int lane = threadIdx.x & 31;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int b = threadIdx.x; b < 256; b += blockDim.x) sh->cnt[b] = 0, sh->mass[b] = 0;
+        __syncthreads();
+        for (int base = 0; base < vocab; base += blockDim.x) {
+            int i = base + threadIdx.x, bin = -1;
+            if (i < vocab) {
+                u64 k = rank_key(x[i], i);
+                if (k >= lo && (k & mask) == prefix) {
+                    bin = (int)((k >> shift) & 255);
+                    atomicAdd(&sh->mass[bin], (double)pick_prob(x[i], lmax, temp, z));
+                }
+            }
+            unsigned peers = __match_any_sync(0xffffffffu, bin);
+            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh->cnt[bin], __popc(peers));
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            double cum = above, last_cum = above;
+            int b = 255, last = -1, found = -1;
+            for (; b >= 0; b--) {
+                if (!sh->cnt[b]) continue;
+                last = b, last_cum = cum;
+                if (cum + sh->mass[b] >= target) {
+                    found = b;
+                    break;
+                }
+                cum += sh->mass[b];
+            }
+            sh->bin = found >= 0 ? found : last;
+            sh->above = found >= 0 ? cum : last_cum;
+            sh->n = sh->bin >= 0 ? sh->cnt[sh->bin] : 0;
+        }
+        __syncthreads();
+        if (sh->bin < 0) return lo; /* an empty set: cannot happen (the best key is in) */
+        above = sh->above;
+        prefix |= (u64)sh->bin << shift;
+        mask |= (u64)255 << shift;
+        if (sh->n == 1) { /* one key left under the prefix: find it */
+            u64 best = 0;
+            for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+                u64 k = rank_key(x[i], i);
+                if (k >= lo && (k & mask) == prefix) best = k;
+            }
+            return blk_key(best, 1, sh);
+        }
+        __syncthreads();
+    }
+    return prefix;
+}
+
+__global__ void __launch_bounds__(PICK_THREADS)
+    k_sample(int32_t *out, float *logits, int vocab, const int32_t *recent, const int32_t *nrec,
+             int rmax, const llm_pick *pk)
+{
+    __shared__ pick_sh sh;
+    const int r = blockIdx.x;
+    const llm_pick p = pk[r];
+    if (!pick_sampled(p)) return;
+    float *x = logits + (size_t)r * vocab;
+    pick_penalize(x, vocab, recent + (size_t)r * rmax, nrec[r], p.penalty);
+    /* the best candidate */
+    u64 kbest = 0;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        u64 k = rank_key(x[i], i);
+        kbest = k > kbest ? k : kbest;
+    }
+    kbest = blk_key(kbest, 1, &sh);
+    const float lmax = x[key_id(kbest)], temp = p.temperature;
+    /* top-k, then the softmax's sum over it */
+    u64 lo = p.top_k > 0 && p.top_k < vocab ? sel_count(x, vocab, p.top_k, &sh) : 0;
+    double z = 0;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+        if (rank_key(x[i], i) >= lo) z += (double)expf((x[i] - lmax) / temp);
+    z = blk_sum(z, &sh);
+    /* min-p: the least key whose probability reaches min_p of the best's */
+    if (p.min_p > 0.0f) {
+        float floor_p = p.min_p * (float)(1.0 / z);
+        u64 least = ~0ull;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+            u64 k = rank_key(x[i], i);
+            if (k >= lo && k < least && pick_prob(x[i], lmax, temp, z) >= floor_p) least = k;
+        }
+        least = blk_key(least, 0, &sh);
+        lo = least > lo ? least : lo;
+    }
+    /* top-p: the fewest best whose mass reaches top_p */
+    if (p.top_p > 0.0f && p.top_p < 1.0f)
+        lo = sel_mass(x, vocab, lo, (double)p.top_p, lmax, temp, z, &sh);
+    /* the draw over what is kept */
+    double mass = 0;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+        if (rank_key(x[i], i) >= lo) mass += (double)pick_prob(x[i], lmax, temp, z);
+    mass = blk_sum(mass, &sh);
+    u64 k = sel_mass(x, vocab, lo, p.u * mass, lmax, temp, z, &sh);
+    if (threadIdx.x == 0) out[r] = key_id(k);
 }
 
 /* erfc form, as cpu_gelu1: keeps the negative tail's relative precision */
@@ -1821,35 +2045,45 @@ static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *c
     LAUNCHED(c);
 }
 
-static int cu_pick_greedy(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
-                          const int32_t *recent, const int32_t *nrec, int rmax, const float *pen,
-                          doc_err *err)
+static int cu_pick(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
+                   const int32_t *recent, const int32_t *nrec, int rmax, const llm_pick *p,
+                   doc_err *err)
 {
     cu_ctx *c = ctx_of(be);
     int rc = DOC_OK;
     if (n <= 0) return DOC_OK;
-    if (!outside_graph(c, "pick_greedy") || use(c)) goto fail;
+    if (!outside_graph(c, "pick") || use(c)) goto fail;
     {
-        /* one staged block: recent (n, rmax), nrec (n), pen (n); the picks
-         * come back through the device scratch behind it */
-        size_t rb = (size_t)n * rmax * sizeof(int32_t), nb = (size_t)n * sizeof(int32_t);
-        char *pk = (char *)pack_buf(c, rb + 2 * nb);
+        /* one staged block: the picks (n), recent (n, rmax), nrec (n); the
+         * chosen ids come back through the device scratch behind it */
+        size_t pb = (size_t)n * sizeof(llm_pick), rb = (size_t)n * rmax * sizeof(int32_t),
+               nb = (size_t)n * sizeof(int32_t);
+        char *pk = (char *)pack_buf(c, pb + rb + nb);
         if (!pk) goto fail;
-        if (rb) memcpy(pk, recent, rb);
-        memcpy(pk + rb, nrec, nb);
-        memcpy(pk + rb + nb, pen, nb);
-        const char *d = (const char *)stage(c, pk, rb + 2 * nb);
+        int sampled = 0;
+        for (int i = 0; i < n; i++) sampled += p[i].temperature > 0.0f && p[i].top_k != 1;
+        memcpy(pk, p, pb);
+        if (rb) memcpy(pk + pb, recent, rb);
+        memcpy(pk + pb + rb, nrec, nb);
+        const char *d = (const char *)stage(c, pk, pb + rb + nb);
         if (!d || grow_dev(c, &c->picks, &c->picks_size, nb)) goto fail;
-        k_pick<<<n, 256, 0, c->st>>>((int32_t *)c->picks, logits, vocab, (const int32_t *)d,
-                                     (const int32_t *)(d + rb), rmax, (const float *)(d + rb + nb));
-        if (LAUNCHED(c) ||
-            CU_CHECK(c, cudaMemcpyAsync(ids, c->picks, nb, cudaMemcpyDeviceToHost, c->st)) ||
+        const llm_pick *dp = (const llm_pick *)d;
+        const int32_t *dr = (const int32_t *)(d + pb), *dn = (const int32_t *)(d + pb + rb);
+        if (sampled < n) { /* the greedy rows */
+            k_pick<<<n, 256, 0, c->st>>>((int32_t *)c->picks, logits, vocab, dr, dn, rmax, dp);
+            if (LAUNCHED(c)) goto fail;
+        }
+        if (sampled) {
+            k_sample<<<n, PICK_THREADS, 0, c->st>>>((int32_t *)c->picks, logits, vocab, dr, dn, rmax, dp);
+            if (LAUNCHED(c)) goto fail;
+        }
+        if (CU_CHECK(c, cudaMemcpyAsync(ids, c->picks, nb, cudaMemcpyDeviceToHost, c->st)) ||
             CU_CHECK(c, cudaStreamSynchronize(c->st)))
             goto fail;
     }
     if (!c->err_rc) return DOC_OK;
 fail:
-    rc = doc_errf(err, c->err_rc ? c->err_rc : DOC_ENOMEM, "pick_greedy: %s", c->err_msg);
+    rc = doc_errf(err, c->err_rc ? c->err_rc : DOC_ENOMEM, "pick: %s", c->err_msg);
     c->err_rc = 0;
     return rc;
 }
@@ -1999,7 +2233,7 @@ static const llm_backend_i cu_iface = {
     cu_attn_decode,
     cu_graph_begin,
     cu_graph_end,
-    cu_pick_greedy,
+    cu_pick,
     cu_mem_info,
     cu_describe,
     NULL, /* kv_reserve, kv_grow: set in the context's copy when the driver has virtual memory */

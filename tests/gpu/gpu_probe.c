@@ -109,7 +109,7 @@ static int cmd_decode(char **a)
         if (t == skip) ts = now();
         printf("%s%d", t ? ", " : "", id);
         /* as llm_generate decodes greedily: the backend picks, only the id comes back */
-        llm_step_row row = {.s = s, .id = id, .penalty = 1.0f};
+        llm_step_row row = {.s = s, .id = id, .pick = {.penalty = 1.0f}};
         if (llm_sessions_step_rows(&row, 1, &err)) return die("decode", &err);
         id = row.next;
     }
@@ -155,7 +155,7 @@ static int cmd_batch(char **a)
     for (int s = 0; s < steps; s++) {
         if (s == skip) t0 = now();
         if (s > 0) { /* greedy picks on the backend: only ids come back */
-            for (int i = 0; i < B; i++) rows[i] = (llm_step_row){.s = ss[i], .id = ids[i], .penalty = 1.0f};
+            for (int i = 0; i < B; i++) rows[i] = (llm_step_row){.s = ss[i], .id = ids[i], .pick = {.penalty = 1.0f}};
             if (llm_sessions_step_rows(rows, B, &err)) return die("batched step", &err);
             for (int i = 0; i < B; i++) ids[i] = rows[i].next;
             continue;

@@ -202,7 +202,7 @@ static void test_step_rows(void **state)
         for (int i = 0; i < NS; i++) {
             recent[i][nrec[i]++] = next[i]; /* as the sampler accepts a token before the step */
             rows[i] = (llm_step_row){.s = a[i], .id = next[i], .logits = i == 0 ? lr : NULL,
-                                     .recent = recent[i], .n_recent = nrec[i], .penalty = pens[i]};
+                                     .recent = recent[i], .n_recent = nrec[i], .pick = {.penalty = pens[i]}};
             bs[i] = b[i];
         }
         assert_int_equal(llm_sessions_step_rows(rows, NS, &err), 0);

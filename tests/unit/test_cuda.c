@@ -38,6 +38,7 @@
 #include "llm/backend.h"
 #include "llm/internal.h"
 #include "llm/llm.h"
+#include "llm/model.h"
 
 static llm_backend *gpu, *cpu;
 static const char *gpu_name = "cuda"; /* "cpu" in the self-test (see main) */
@@ -530,13 +531,14 @@ static void test_kv_grow(void **state)
     }
 }
 
-/* pick_greedy: penalties over recent ids (repeats, ids out of range), planted
- * ties (the lower id wins), a vocabulary smaller than a block; exact ids */
+/* pick, greedy rows: penalties over recent ids (repeats, ids out of range),
+ * planted ties (the lower id wins), a vocabulary smaller than a block; exact
+ * ids */
 static void test_pick(void **state)
 {
     (void)state;
-    if (!gpu->i->pick_greedy) {
-        printf("pick_greedy: the %s backend has none (the host picks), skipped\n", gpu_name);
+    if (!gpu->i->pick) {
+        printf("pick: the %s backend has none (the host picks), skipped\n", gpu_name);
         return;
     }
     uint64_t seed = 0x7069636bULL;
@@ -546,9 +548,11 @@ static void test_pick(void **state)
         int nv = vocabs[vi];
         float *x = randv(&seed, (size_t)N * nv, 8.0f), pen[N] = {1.0f, 1.3f, 0.7f, 1.1f, 1.0f, 2.0f};
         int32_t recent[N * RMAX], nrec[N], ids[N], want[N];
+        llm_pick pk[N];
         for (int r = 0; r < N; r++) {
             float *xr = x + (size_t)r * nv;
             int top = (int)(test_rand(&seed) % (uint64_t)nv);
+            pk[r] = (llm_pick){.penalty = pen[r], .top_k = r == 5 ? 1 : 0, .temperature = r == 5 ? 1.0f : 0.0f};
             nrec[r] = r % 3 == 0 ? 0 : RMAX;
             for (int j = 0; j < RMAX; j++) recent[r * RMAX + j] = (int32_t)(test_rand(&seed) % (uint64_t)nv);
             if (nrec[r]) {
@@ -575,14 +579,91 @@ static void test_pick(void **state)
         }
         float *d = put(gpu, x, (size_t)N * nv);
         doc_err err = {0};
-        if (gpu->i->pick_greedy(gpu, ids, d, N, nv, recent, nrec, RMAX, pen, &err))
-            fail_msg("pick_greedy: %s", err.msg);
+        if (gpu->i->pick(gpu, ids, d, N, nv, recent, nrec, RMAX, pk, &err)) fail_msg("pick: %s", err.msg);
         for (int r = 0; r < N; r++)
             if (ids[r] != want[r])
-                fail_msg("pick_greedy vocab %d row %d: %d, reference %d", nv, r, ids[r], want[r]);
+                fail_msg("pick (greedy) vocab %d row %d: %d, reference %d", nv, r, ids[r], want[r]);
         gpu->i->release(gpu, d);
         free(x);
     }
+}
+
+/* pick, sampled rows: top-k (with a tie at its boundary), top-p, min-p,
+ * temperature, all of them together, the whole vocabulary, and greedy rows
+ * in the same call, over vocabularies of 100 to 151,936, each with several
+ * draws u, against sample.c's pick_row on the same logits and u.  A token
+ * that differs is excused only when pick_row itself picks it after moving u,
+ * top_p or min_p by 2e-6 (float rounding at a boundary: the device sums in
+ * another order); excused picks are counted and may not pass 2%. */
+static void test_sample(void **state)
+{
+    (void)state;
+    if (!gpu->i->pick) {
+        printf("sample: the %s backend has no pick op (the host samples), skipped\n", gpu_name);
+        return;
+    }
+    uint64_t seed = 0x73616d70ULL;
+    enum { N = 8, RMAX = 4, DRAWS = 6 };
+    const llm_pick base[N] = {
+        {.penalty = 1.0f, .temperature = 0.7f, .top_k = 40},
+        {.penalty = 1.0f, .temperature = 1.0f, .top_p = 0.9f},
+        {.penalty = 1.0f, .temperature = 1.3f, .min_p = 0.05f},
+        {.penalty = 1.2f, .temperature = 0.8f, .top_k = 50, .top_p = 0.95f, .min_p = 0.02f},
+        {.penalty = 1.0f, .temperature = 1.0f},
+        {.penalty = 1.0f, .temperature = 0.5f, .top_k = 3}, /* a tie at the top-k boundary */
+        {.penalty = 1.3f, .temperature = 2.0f, .top_p = 0.5f},
+        {.penalty = 1.0f, .temperature = 0.0f}, /* greedy among them */
+    };
+    const int vocabs[] = {49152, 100, 257, 151936};
+    int picks = 0, excused = 0;
+    for (int vi = 0; vi < 4; vi++) {
+        int nv = vocabs[vi];
+        float *x = randv(&seed, (size_t)N * nv, 6.0f), *c = malloc((size_t)nv * sizeof *c);
+        pick_cand *cand = malloc((size_t)nv * sizeof *cand);
+        assert_true(c && cand);
+        int32_t recent[N * RMAX], nrec[N], ids[N];
+        for (int r = 0; r < N; r++) {
+            nrec[r] = RMAX;
+            for (int j = 0; j < RMAX; j++) recent[r * RMAX + j] = (int32_t)(test_rand(&seed) % (uint64_t)nv);
+        }
+        float *xr5 = x + (size_t)5 * nv; /* the 2nd..4th best tie: the lower ids are kept */
+        xr5[nv / 3] = 7.0f, xr5[nv / 5] = 6.5f, xr5[nv / 2] = 6.5f, xr5[nv - 1] = 6.5f;
+        for (int t = 0; t < DRAWS; t++) {
+            llm_pick pk[N];
+            for (int r = 0; r < N; r++) {
+                pk[r] = base[r];
+                pk[r].u = t == 0 ? 0.0 : t == 1 ? 0.999999 : (double)(test_rand(&seed) >> 11) * 0x1p-53;
+            }
+            float *d = put(gpu, x, (size_t)N * nv);
+            doc_err err = {0};
+            if (gpu->i->pick(gpu, ids, d, N, nv, recent, nrec, RMAX, pk, &err)) fail_msg("pick: %s", err.msg);
+            gpu->i->release(gpu, d);
+            for (int r = 0; r < N; r++) {
+                const float *xr = x + (size_t)r * nv;
+                memcpy(c, xr, (size_t)nv * sizeof *c);
+                int32_t want = pick_row(c, nv, recent + r * RMAX, nrec[r], &pk[r], cand);
+                picks++;
+                if (ids[r] == want) continue;
+                int ok = 0; /* the same pick with u, top_p, min_p moved by 2e-6 */
+                for (int m = 0; m < 27 && !ok; m++) {
+                    llm_pick q = pk[r];
+                    q.u += (m % 3 - 1) * 2e-6;
+                    q.u = q.u < 0 ? 0 : q.u >= 1 ? 0.999999999 : q.u;
+                    if (q.top_p > 0 && q.top_p < 1) q.top_p += (float)((m / 3 % 3 - 1) * 2e-6);
+                    if (q.min_p > 0) q.min_p += (float)((m / 9 - 1) * 2e-6);
+                    memcpy(c, xr, (size_t)nv * sizeof *c);
+                    ok = pick_row(c, nv, recent + r * RMAX, nrec[r], &q, cand) == ids[r];
+                }
+                if (!ok)
+                    fail_msg("sample vocab %d row %d draw %d (u %.9f): picked %d, reference %d", nv, r, t,
+                             pk[r].u, ids[r], want);
+                excused++;
+            }
+        }
+        free(x), free(c), free(cand);
+    }
+    printf("sample: %d picks against pick_row, %d at a rounding boundary\n", picks, excused);
+    assert_true(excused * 50 <= picks);
 }
 
 /* ---- recorded steps (CUDA graphs) ----------------------------------------- */
@@ -902,7 +983,7 @@ static void gen_run(const char *path, const char *backend, int keep, int pick, i
     if (step_lg) memcpy(step_lg, lg, (size_t)nv * sizeof(float));
     for (int t = 0; t < 32; t++) {
         toks[t] = next;
-        llm_step_row row = {.s = s, .id = next, .penalty = 1.0f};
+        llm_step_row row = {.s = s, .id = next, .pick = {.penalty = 1.0f}};
         if (!pick || t == 31) row.logits = lg;
         if (llm_sessions_step_rows(&row, 1, &err)) fail_msg("decode (%s): %s", backend, err.msg);
         if (row.logits) {
@@ -1032,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_norms),       cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_attn_decode),
         cmocka_unit_test(test_graphs),      cmocka_unit_test(test_pick),
+        cmocka_unit_test(test_sample),
         cmocka_unit_test(test_attn_bidir),  cmocka_unit_test(test_kv_grow),
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_embedder),    cmocka_unit_test(test_generator),
