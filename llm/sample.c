@@ -8,7 +8,8 @@
  * The candidates are ordered best first with ties to the lower id, a total
  * order, so the kept set and the drawn token are defined exactly: pick_row is
  * the reference the backends' pick ops follow (a GPU picks the same token for
- * the same draw, up to float rounding at a boundary).
+ * the same draw, up to float rounding at a boundary: sums of probabilities
+ * are not bound to an order).
  * The sampler owns its candidate array (n_vocab entries, allocated once).
  */
 #include "llm/model.h"
@@ -139,67 +140,106 @@ int32_t sampler_pick(sampler *sp, float *logits)
     return pick_row(logits, sp->n_vocab, row.recent, row.n_recent, &row.pick, sp->c);
 }
 
+/* select: the k best of c[lo..hi] (the total order) moved to c[lo..lo+k), by
+ * quickselect; the rest after them */
+static void select_best(cand *c, int lo, int hi, int k)
+{
+    int want = lo + k - 1;
+    while (lo < hi) {
+        cand pivot = c[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (before(&c[i], &pivot)) i++;
+            while (before(&pivot, &c[j])) j--;
+            if (i <= j) {
+                cand t = c[i];
+                c[i++] = c[j];
+                c[j--] = t;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else break;
+    }
+}
+
+/*
+ * The candidates are put in order only as far as the walks below go: c[0,
+ * sorted) is the best `sorted` of the pool in order, with their logits turned
+ * into probabilities; extend() orders the next stretch (quickselect on the
+ * rest, then a sort of what it picked), four times longer each time.  With a
+ * peaked distribution the walks end in the first 64; a full sort is the worst
+ * case.
+ */
+typedef struct {
+    cand *c;
+    int pool, sorted, step;
+    float maxl, temp;
+    double z;
+} walk;
+
+static int extend(walk *w, int need)
+{
+    while (w->sorted < need && w->sorted < w->pool) {
+        int k = w->pool - w->sorted < w->step ? w->pool - w->sorted : w->step;
+        select_best(w->c, w->sorted, w->pool - 1, k);
+        qsort(w->c + w->sorted, (size_t)k, sizeof *w->c, by_logit_desc);
+        for (int i = w->sorted; i < w->sorted + k; i++)
+            w->c[i].logit = (float)(expf((w->c[i].logit - w->maxl) / w->temp) / w->z);
+        w->sorted += k;
+        w->step *= 4;
+    }
+    return need <= w->sorted;
+}
+
 int32_t pick_row(float *logits, int nv, const int32_t *recent, int n_recent, const llm_pick *p,
                  cand *c)
 {
     if (p->temperature <= 0.0f || p->top_k == 1)
         return greedy_pick(logits, nv, recent, n_recent, p->penalty);
     penalize(logits, nv, recent, n_recent, p->penalty);
-    /* candidates, top-k by partial selection (quickselect in the total order) */
+    /* the pool: the top-k (quickselect in the total order), or every candidate */
     int n = nv;
     for (int i = 0; i < nv; i++) c[i] = (cand){logits[i], i};
     if (p->top_k > 0 && p->top_k < nv) {
-        int lo = 0, hi = nv - 1, k = p->top_k;
-        while (lo < hi) {
-            cand pivot = c[(lo + hi) / 2];
-            int i = lo, j = hi;
-            while (i <= j) {
-                while (before(&c[i], &pivot)) i++;
-                while (before(&pivot, &c[j])) j--;
-                if (i <= j) {
-                    cand t = c[i];
-                    c[i++] = c[j];
-                    c[j--] = t;
-                }
-            }
-            if (k - 1 <= j) hi = j;
-            else if (k - 1 >= i) lo = i;
-            else break;
-        }
-        n = k;
+        select_best(c, 0, nv - 1, p->top_k);
+        n = p->top_k;
     }
-    qsort(c, (size_t)n, sizeof *c, by_logit_desc);
-    /* temperature, softmax over the kept candidates */
-    float maxl = c[0].logit;
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
-        c[i].logit = expf((c[i].logit - maxl) / p->temperature);
-        sum += c[i].logit;
-    }
-    for (int i = 0; i < n; i++) c[i].logit = (float)(c[i].logit / sum);
+    /* temperature and softmax over the pool (Z summed in pool order) */
+    walk w = {c, n, 0, 64, c[0].logit, p->temperature, 0};
+    for (int i = 1; i < n; i++) w.maxl = c[i].logit > w.maxl ? c[i].logit : w.maxl;
+    for (int i = 0; i < n; i++) w.z += expf((c[i].logit - w.maxl) / w.temp);
+    extend(&w, 1);
     /* min-p: drop candidates under min_p times the best probability */
     if (p->min_p > 0.0f) {
         float floor_p = p->min_p * c[0].logit;
         int keep = 1;
-        while (keep < n && c[keep].logit >= floor_p) keep++;
+        while (extend(&w, keep + 1) && keep < n && c[keep].logit >= floor_p) keep++;
         n = keep;
     }
     /* top-p: the smallest prefix whose mass reaches top_p */
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
         double cum = 0;
         int keep = 0;
-        while (keep < n) {
+        while (keep < n && extend(&w, keep + 1)) {
             cum += c[keep++].logit;
             if (cum >= p->top_p) break;
         }
         n = keep;
     }
+    /* the draw: the first, best first, where the running mass reaches u times the kept mass */
     double mass = 0;
-    for (int i = 0; i < n; i++) mass += c[i].logit;
+    if (n <= w.sorted) {
+        for (int i = 0; i < n; i++) mass += c[i].logit;
+    } else { /* the whole pool: its probabilities need no order to be summed */
+        for (int i = 0; i < w.sorted; i++) mass += c[i].logit;
+        for (int i = w.sorted; i < n; i++) mass += (float)(expf((c[i].logit - w.maxl) / w.temp) / w.z);
+    }
     double r = p->u * mass, cum = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && extend(&w, i + 1); i++) {
         cum += c[i].logit;
         if (cum >= r) return c[i].id;
     }
+    extend(&w, n);
     return c[n - 1].id;
 }
