@@ -797,7 +797,8 @@ __global__ void k_pick(int32_t *out, float *logits, int vocab, const int32_t *re
  * "best first, ties to the lower id" is plain key order and every set the
  * sampler keeps is the keys >= some threshold.  Thresholds come from radix
  * selection, a byte of the key per pass (a 256-bin histogram in shared
- * memory), stopping as soon as the remaining bin is decided:
+ * memory, one atomic per distinct bin per warp: bin_add), stopping as soon as
+ * the remaining bin is decided:
  *   top-k: the key with exactly k keys at or above it (counts);
  *   min-p: the least key whose probability is at least min_p times the best's;
  *   top-p and the draw: the first key, best first, at which the running mass
@@ -853,6 +854,30 @@ __device__ u64 blk_key(u64 v, int big, pick_sh *sh)
     return t;
 }
 
+/* a warp's candidates into the histogram: bin (-1: none) gets a count and,
+ * with mass, val.  One atomic per distinct bin in the warp, its lanes' values
+ * summed by shuffles first (many lanes share the few bins of a pass's top
+ * byte; per-lane double atomics on one address would serialise).  Every lane
+ * of the warp calls it. */
+__device__ __forceinline__ void bin_add(pick_sh *sh, int bin, double val, bool mass)
+{
+    const int lane = threadIdx.x & 31;
+    unsigned left = __ballot_sync(0xffffffffu, bin >= 0);
+    while (left) {
+        int lead = __ffs(left) - 1;
+        int b = __shfl_sync(0xffffffffu, bin, lead);
+        unsigned same = __ballot_sync(0xffffffffu, bin == b);
+        double v = bin == b ? val : 0.0;
+        if (mass)
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == lead) {
+            atomicAdd(&sh->cnt[b], __popc(same));
+            if (mass) atomicAdd(&sh->mass[b], v);
+        }
+        left &= ~same;
+    }
+}
+
 /* a candidate's probability (sample.c's arithmetic) */
 __device__ __forceinline__ float pick_prob(float l, float lmax, float temp, double z)
 {
@@ -864,18 +889,16 @@ __device__ u64 sel_count(const float *x, int vocab, int m, pick_sh *sh)
 {
     u64 prefix = 0, mask = 0;
     int need = m;
-    const int lane = threadIdx.x & 31;
     for (int shift = 56; shift >= 0; shift -= 8) {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) sh->cnt[b] = 0;
         __syncthreads();
-        for (int base = 0; base < vocab; base += blockDim.x) { /* whole warps, for match_any */
+        for (int base = 0; base < vocab; base += blockDim.x) { /* whole warps, for bin_add */
             int i = base + threadIdx.x, bin = -1;
             if (i < vocab) {
                 u64 k = rank_key(x[i], i);
                 if ((k & mask) == prefix) bin = (int)((k >> shift) & 255);
             }
-            unsigned peers = __match_any_sync(0xffffffffu, bin);
-            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh->cnt[bin], __popc(peers));
+            bin_add(sh, bin, 0.0, false);
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -903,21 +926,20 @@ __device__ u64 sel_mass(const float *x, int vocab, u64 lo, double target, float 
 {
     u64 prefix = 0, mask = 0;
     double above = 0;
-    const int lane = threadIdx.x & 31;
     for (int shift = 56; shift >= 0; shift -= 8) {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) sh->cnt[b] = 0, sh->mass[b] = 0;
         __syncthreads();
-        for (int base = 0; base < vocab; base += blockDim.x) {
+        for (int base = 0; base < vocab; base += blockDim.x) { /* whole warps, for bin_add */
             int i = base + threadIdx.x, bin = -1;
+            double pv = 0.0;
             if (i < vocab) {
                 u64 k = rank_key(x[i], i);
                 if (k >= lo && (k & mask) == prefix) {
                     bin = (int)((k >> shift) & 255);
-                    atomicAdd(&sh->mass[bin], (double)pick_prob(x[i], lmax, temp, z));
+                    pv = (double)pick_prob(x[i], lmax, temp, z);
                 }
             }
-            unsigned peers = __match_any_sync(0xffffffffu, bin);
-            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh->cnt[bin], __popc(peers));
+            bin_add(sh, bin, pv, true);
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -960,10 +982,12 @@ __global__ void __launch_bounds__(PICK_THREADS)
 {
     __shared__ pick_sh sh;
     const int r = blockIdx.x;
-    const llm_pick p = pk[r];
-    if (!pick_sampled(p)) return;
+    if (!pick_sampled(pk[r])) return;
+    const int top_k = pk[r].top_k;
+    const float top_p = pk[r].top_p, min_p = pk[r].min_p;
+    const double u = pk[r].u;
     float *x = logits + (size_t)r * vocab;
-    pick_penalize(x, vocab, recent + (size_t)r * rmax, nrec[r], p.penalty);
+    pick_penalize(x, vocab, recent + (size_t)r * rmax, nrec[r], pk[r].penalty);
     /* the best candidate */
     u64 kbest = 0;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
@@ -971,16 +995,16 @@ __global__ void __launch_bounds__(PICK_THREADS)
         kbest = k > kbest ? k : kbest;
     }
     kbest = blk_key(kbest, 1, &sh);
-    const float lmax = x[key_id(kbest)], temp = p.temperature;
+    const float lmax = x[key_id(kbest)], temp = pk[r].temperature;
     /* top-k, then the softmax's sum over it */
-    u64 lo = p.top_k > 0 && p.top_k < vocab ? sel_count(x, vocab, p.top_k, &sh) : 0;
+    u64 lo = top_k > 0 && top_k < vocab ? sel_count(x, vocab, top_k, &sh) : 0;
     double z = 0;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x)
         if (rank_key(x[i], i) >= lo) z += (double)expf((x[i] - lmax) / temp);
     z = blk_sum(z, &sh);
     /* min-p: the least key whose probability reaches min_p of the best's */
-    if (p.min_p > 0.0f) {
-        float floor_p = p.min_p * (float)(1.0 / z);
+    if (min_p > 0.0f) {
+        float floor_p = min_p * (float)(1.0 / z);
         u64 least = ~0ull;
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
             u64 k = rank_key(x[i], i);
@@ -990,14 +1014,14 @@ __global__ void __launch_bounds__(PICK_THREADS)
         lo = least > lo ? least : lo;
     }
     /* top-p: the fewest best whose mass reaches top_p */
-    if (p.top_p > 0.0f && p.top_p < 1.0f)
-        lo = sel_mass(x, vocab, lo, (double)p.top_p, lmax, temp, z, &sh);
+    if (top_p > 0.0f && top_p < 1.0f)
+        lo = sel_mass(x, vocab, lo, (double)top_p, lmax, temp, z, &sh);
     /* the draw over what is kept */
     double mass = 0;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x)
         if (rank_key(x[i], i) >= lo) mass += (double)pick_prob(x[i], lmax, temp, z);
     mass = blk_sum(mass, &sh);
-    u64 k = sel_mass(x, vocab, lo, p.u * mass, lmax, temp, z, &sh);
+    u64 k = sel_mass(x, vocab, lo, u * mass, lmax, temp, z, &sh);
     if (threadIdx.x == 0) out[r] = key_id(k);
 }
 

@@ -4,13 +4,15 @@
  * encoder, timings, and the device's copy bandwidth, as one JSON object on
  * stdout (arrays of floats go to binary files, little-endian f32).
  *
- *   gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT
+ *   gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT [T:TOP_P:SEED]
  *       IDS_FILE: whitespace-separated token ids (the prompt).  Prefill in one
  *       call, then STEPS greedy steps; writes the prefill's last-token logits
  *       to LOGITS_OUT (the steps pick greedily on the backend, as llm_generate
  *       does); prints {"tokens": [...], "prefill_s", "decode_s",
  *       "decode_tok_s", "backend_info"} (backend_info: llm_model_backend_info,
- *       on CUDA the graph counters).
+ *       on CUDA the graph counters and KV blocks).  With T:TOP_P:SEED the
+ *       steps sample instead (temperature T, top_p, draws from SEED), picked
+ *       on the backend.
  *   gpu_probe prefill MODEL BACKEND N REPS
  *       times a prefill of N tokens (ids i % 1000 + 10) on a fresh session,
  *       REPS times after one warm-up; prints the best and mean seconds.
@@ -84,6 +86,10 @@ static int cmd_decode(char **a)
     doc_err err = {0};
     llm_model *m = NULL;
     int steps = atoi(a[3]), cap = 1 << 16, n = 0;
+    float temp = 0, top_p = 1;
+    unsigned long long rng = 0;
+    if (a[5] && sscanf(a[5], "%f:%f:%llu", &temp, &top_p, &rng) != 3)
+        return die("the sampling argument is T:TOP_P:SEED", NULL);
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     FILE *f = fopen(a[2], "r");
     if (!ids || !f) return die("cannot read the ids file", NULL);
@@ -108,8 +114,14 @@ static int cmd_decode(char **a)
     for (int t = 0; t < steps; t++) {
         if (t == skip) ts = now();
         printf("%s%d", t ? ", " : "", id);
-        /* as llm_generate decodes greedily: the backend picks, only the id comes back */
+        /* as llm_generate decodes: the backend picks, only the id comes back */
         llm_step_row row = {.s = s, .id = id, .pick = {.penalty = 1.0f}};
+        if (temp > 0) {
+            row.pick.temperature = temp;
+            row.pick.top_p = top_p;
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            row.pick.u = (double)(rng >> 11) * 0x1p-53;
+        }
         if (llm_sessions_step_rows(&row, 1, &err)) return die("decode", &err);
         id = row.next;
     }
@@ -352,7 +364,7 @@ int main(int argc, char **argv)
     if (argc >= 5 && !strcmp(argv[1], "copybw")) return cmd_copybw(argv + 2);
     if (argc >= 8 && !strcmp(argv[1], "gemv")) return cmd_gemv(argv + 2);
     if (argc >= 6 && !strcmp(argv[1], "batch")) return cmd_batch(argv + 2);
-    fprintf(stderr, "usage: gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT\n"
+    fprintf(stderr, "usage: gpu_probe decode MODEL BACKEND IDS_FILE STEPS LOGITS_OUT [T:TOP_P:SEED]\n"
                     "       gpu_probe prefill MODEL BACKEND N REPS\n"
                     "       gpu_probe embed MODEL BACKEND TEXTS_FILE BATCH OUT\n"
                     "       gpu_probe copybw BACKEND MIB REPS\n"

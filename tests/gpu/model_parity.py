@@ -239,6 +239,13 @@ def decoder_case(args, shape, res, bw):
                     if r0["tokens"] != r["tokens"][:n0]:
                         k = next(i for i, (a, b) in enumerate(zip(r["tokens"], r0["tokens"])) if a != b)
                         fail(f"{shape}: greedy token {k} differs with CUDA graphs on and off")
+        # sampling (temperature 0.7, top_p 0.9) picked on the backend: the rate,
+        # and the tokens must not all be the greedy ones
+        rs = probe(args, "decode", d, args.backend, ids_file, steps, lg_file, "0.7:0.9:7")
+        if rs:
+            case["decode_sampled_tok_s"] = rs["decode_tok_s"]
+            if r and rs["tokens"] == r["tokens"]:
+                fail(f"{shape}: sampled decoding gave exactly the greedy tokens")
         # continuous batching: B sequences per decode step; the first step's rows
         # must equal the same sessions stepped alone
         for b in ((1, 8) if args.quick else (1, 8, 32, 64)):
@@ -350,14 +357,15 @@ def main():
     if args.minilm:
         encoder_case(args, res)
     res["failures"] = FAILS
-    log("\n%-14s %9s %9s %8s %8s %9s %9s %9s %11s %11s" % (
-        "decoder", "logit cos", "tokens", "dec t/s", "no graph", "HF t/s", "bw frac", "pf512 t/s", "pf2048 ms", "pf2048 flop"))
+    log("\n%-14s %9s %9s %8s %8s %8s %9s %9s %9s %11s %11s" % (
+        "decoder", "logit cos", "tokens", "dec t/s", "no graph", "sampled", "HF t/s", "bw frac", "pf512 t/s",
+        "pf2048 ms", "pf2048 flop"))
     for c in res["decoders"]:
         def g(k, f="%.1f"):
             return f % c[k] if c.get(k) is not None else "-"
-        log("%-14s %9s %9s %8s %8s %9s %9s %9s %11s %11s" % (
+        log("%-14s %9s %9s %8s %8s %8s %9s %9s %9s %11s %11s" % (
             c["shape"], g("logits_cos", "%.5f"), "%s/32" % c.get("tokens_same", "-"), g("decode_tok_s"),
-            g("decode_nograph_tok_s"), g("hf_decode_tok_s"), g("decode_bw_frac", "%.2f"), g("prefill512_tok_s", "%.0f"),
+            g("decode_nograph_tok_s"), g("decode_sampled_tok_s"), g("hf_decode_tok_s"), g("decode_bw_frac", "%.2f"), g("prefill512_tok_s", "%.0f"),
             g("prefill2048_ms", "%.2f"), g("prefill2048_flop_frac", "%.3f")))
     log("\n%-14s %10s %10s %10s %10s %9s %12s" % (
         "decoder", "B=1 t/s", "B=8 t/s", "B=32 t/s", "B=64 t/s", "64 vs 1", "batch diff"))
