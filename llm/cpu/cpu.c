@@ -766,7 +766,7 @@ static void cpu_attn_decode(llm_backend *be, float *out, const float *q, float *
 {
     cpu_ctx *c = ctx_of(be);
     size_t kvd = (size_t)g * hd;
-    if (kn && g > 0) /* the new keys and values into their rows of the caches */
+    if (kn && g > 0 && ldc >= kvd) /* the new keys and values into their rows of the caches */
         for (int i = 0; i < n; i++) {
             memcpy(kc[i] + (size_t)pos[i] * ldc, kn + i * kvd, kvd * sizeof(float));
             memcpy(vc[i] + (size_t)pos[i] * ldc, vn + i * kvd, kvd * sizeof(float));
