@@ -138,10 +138,10 @@ typedef struct llm_backend_i {
      * without graph_begin. */
     void (*graph_begin)(llm_backend *be, uint64_t key);
     int (*graph_end)(llm_backend *be, doc_err *err);
-    /* pick: row i of logits (n, vocab) gets its next token in ids[i], chosen
-     * as p[i] says (llm.h, llm_pick; sample.c's pick_row is the reference),
-     * the penalty over the ids recent[i * rmax ..][0 .. nrec[i]).  The logits
-     * are modified.  recent, nrec, p and ids are host arrays; ids are written
+    /* pick (every backend has it): row i of logits (n, vocab) gets its next
+     * token in ids[i], chosen as p[i] says (llm.h, llm_pick; sample.c's
+     * pick_row is the reference), the penalty over the ids
+     * recent[i * rmax ..][0 .. nrec[i]).  The logits are modified.  recent, nrec, p and ids are host arrays; ids are written
      * when it returns DOC_OK (it waits for the device). */
     int (*pick)(llm_backend *be, int32_t *ids, float *logits, int n, int vocab,
                 const int32_t *recent, const int32_t *nrec, int rmax, const llm_pick *p,

@@ -364,28 +364,13 @@ static void forward_step(llm_session *const *ss, const int32_t *ids, int n)
 }
 
 /* step_picks: the picks of the rows without a logits buffer, from the
- * step's logits (n rows of m->step->logits); on the backend when it picks,
- * else on the host one row at a time (pick_row) */
+ * step's logits (n rows of m->step->logits), by the backend's pick op */
 static int step_picks(llm_model *m, llm_step_row *rows, int n, doc_err *err)
 {
     llm_backend *be = m->be;
     const int nv = m->hp.n_vocab;
     float *lg = m->step->logits;
-    int rc = DOC_OK;
-    if (!be->i->pick) {
-        float *row = malloc((size_t)nv * sizeof *row);
-        pick_cand *c = malloc((size_t)nv * sizeof *c);
-        if (!row || !c) rc = doc_errf(err, DOC_ENOMEM, "out of memory");
-        for (int i = 0; i < n && !rc; i++) {
-            if (rows[i].logits) continue;
-            rc = be->i->download(be, row, lg + (size_t)i * nv, (size_t)nv);
-            if (rc) rc = doc_errf(err, rc, "logits download failed");
-            else rows[i].next = pick_row(row, nv, rows[i].recent, rows[i].n_recent, &rows[i].pick, c);
-        }
-        free(row);
-        free(c);
-        return rc;
-    }
+    int rc;
     int rmax = 0;
     for (int i = 0; i < n; i++)
         if (!rows[i].logits && rows[i].n_recent > rmax) rmax = rows[i].n_recent;

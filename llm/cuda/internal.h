@@ -103,7 +103,7 @@ typedef struct cu_ctx {
     size_t idx_size;
     void *att; /* partial results of split decode attention */
     size_t att_size;
-    void *picks; /* pick_greedy's results */
+    void *picks; /* pick's results */
     size_t picks_size;
     void *wdq; /* a kept-quantized weight dequantized to f16 for a GEMM of many rows */
     size_t wdq_size;

@@ -24,6 +24,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "llm/llm.h"
 
@@ -271,7 +272,7 @@ static size_t rss_bytes(void)
     if (!f) return 0;
     if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
     fclose(f);
-    return (size_t)res * 4096;
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 static int same_logits(const float *a, const float *b, int nv) { return !memcmp(a, b, (size_t)nv * sizeof(float)); }
