@@ -39,6 +39,7 @@
 #include <mma.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,42 @@
 #define CONV_ELEMS (4u << 20)      /* elements per host conversion block */
 
 static cu_ctx *ctx_of(llm_backend *be) { return (cu_ctx *)be->ctx; }
+
+/*
+ * Device-wide calls and graph captures.  cudaFree and cudaFreeHost wait for
+ * the whole device and cudaMalloc / cudaMallocHost may; CUDA makes such a
+ * call invalid while any stream of the context is capturing (the capture
+ * fails, and the call may too).  The backends of one process (the embedder,
+ * each generator) share the device's primary context and run on their own
+ * threads, so one lock is held from cudaStreamBeginCapture to
+ * cudaStreamEndCapture and around those calls.  A capture only queues work,
+ * about a millisecond, so the wait is short.  It is the backend's one
+ * global: what it guards, the context, is per process.
+ */
+static pthread_mutex_t cu_dev_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+
+#define DEV_LOCKED(call)                                                                   \
+    ({                                                                                     \
+        pthread_mutex_lock(&cu_dev_lock);                                                  \
+        cudaError_t e_l_ = (call);                                                         \
+        pthread_mutex_unlock(&cu_dev_lock);                                                \
+        e_l_;                                                                              \
+    })
+static cudaError_t dev_malloc(void **p, size_t n) { return DEV_LOCKED(cudaMalloc(p, n)); }
+static cudaError_t host_malloc(void **p, size_t n) { return DEV_LOCKED(cudaMallocHost(p, n)); }
+/* a failed free leaves no error behind for the next launch check to blame */
+static cudaError_t dev_free(void *p)
+{
+    cudaError_t e = DEV_LOCKED(cudaFree(p));
+    if (e != cudaSuccess) cudaGetLastError();
+    return e;
+}
+static cudaError_t host_free(void *p)
+{
+    cudaError_t e = DEV_LOCKED(cudaFreeHost(p));
+    if (e != cudaSuccess) cudaGetLastError();
+    return e;
+}
 
 int cu_fail(cu_ctx *c, int rc, const char *file, int line, const char *what, const char *msg)
 {
@@ -1186,9 +1223,11 @@ __global__ void k_get_rows_q(float *out, const uint8_t *tab, size_t row_bytes, c
 
 /* grow_dev: *p to at least size bytes (doubling); waits for the stream first
  * since queued work may still read the old buffer.  Recorded steps hold the
- * old pointer, so they are recorded again (scratch_gen); inside a step being
- * recorded or replayed a buffer cannot move: the step is marked bad. */
-static int grow_dev(cu_ctx *c, void **p, size_t *have, size_t size)
+ * addresses of the buffers they use (graphed: xh, att, wdq), so moving one of
+ * those records them again (scratch_gen); idx and picks are used outside
+ * recordings only.  Inside a step being recorded or replayed a buffer cannot
+ * move: the step is marked bad. */
+static int grow_dev(cu_ctx *c, void **p, size_t *have, size_t size, int graphed)
 {
     if (size <= *have) return DOC_OK;
     if (c->g_mode == G_CAPTURE || c->g_mode == G_REPLAY) {
@@ -1197,11 +1236,11 @@ static int grow_dev(cu_ctx *c, void **p, size_t *have, size_t size)
     }
     size_t want = *have * 2 > size ? *have * 2 : size;
     if (CU_CHECK(c, cudaStreamSynchronize(c->st))) return c->err_rc;
-    cudaFree(*p);
+    dev_free(*p);
     *p = NULL;
     *have = 0;
-    c->scratch_gen++;
-    if (cudaMalloc(p, want) != cudaSuccess) {
+    if (graphed) c->scratch_gen++; /* recorded steps hold its address: record them again */
+    if (dev_malloc(p, want) != cudaSuccess) {
         cudaGetLastError();
         *p = NULL;
         char msg[160];
@@ -1253,19 +1292,19 @@ static const void *stage(cu_ctx *c, const void *host, size_t bytes)
         size_t want = bytes > 65536 ? bytes * 2 : 65536;
         if (CU_CHECK(c, cudaStreamSynchronize(c->st))) return NULL;
         for (int i = 0; i < CU_STAGE_SLOTS; i++) {
-            cudaFreeHost(c->stage[i]);
+            host_free(c->stage[i]);
             c->stage[i] = NULL;
         }
         c->stage_size = 0;
         for (int i = 0; i < CU_STAGE_SLOTS; i++)
-            if (CU_CHECK(c, cudaMallocHost(&c->stage[i], want))) return NULL;
+            if (CU_CHECK(c, host_malloc(&c->stage[i], want))) return NULL;
         c->stage_size = want;
     }
     /* the same bytes as the last upload (rope's positions, layer after layer):
      * idx already holds them, or will once the queued copy has run */
     if (bytes == c->idx_n && !memcmp(host, c->idx_host, bytes)) return c->idx;
     if (bytes > c->idx_size) c->idx_n = 0;
-    if (grow_dev(c, (void **)&c->idx, &c->idx_size, bytes)) return NULL;
+    if (grow_dev(c, (void **)&c->idx, &c->idx_size, bytes, 0)) return NULL;
     if (bytes > c->idx_host_cap) {
         void *h = realloc(c->idx_host, bytes);
         if (!h) {
@@ -1408,19 +1447,21 @@ static void cu_graph_begin(llm_backend *be, uint64_t key)
         return;
     }
     if (g->arena < g->need) {
-        cudaFreeHost(g->host);
-        cudaFree(g->dev);
+        host_free(g->host);
+        dev_free(g->dev);
         g->host = g->dev = NULL;
         g->arena = 0;
-        if (cudaMallocHost(&g->host, g->need) != cudaSuccess ||
-            cudaMalloc(&g->dev, g->need) != cudaSuccess) {
+        if (host_malloc(&g->host, g->need) != cudaSuccess ||
+            dev_malloc(&g->dev, g->need) != cudaSuccess) {
             cudaGetLastError();
             g->fails = 3; /* no memory for it: this key stays eager */
             return;
         }
         g->arena = g->need;
     }
+    pthread_mutex_lock(&cu_dev_lock); /* until cudaStreamEndCapture: see dev_malloc */
     if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        pthread_mutex_unlock(&cu_dev_lock);
         cudaGetLastError();
         g->fails++;
         return;
@@ -1444,6 +1485,7 @@ static int cu_graph_end(llm_backend *be, doc_err *err)
     if (mode == G_CAPTURE) {
         cudaGraph_t graph = NULL;
         cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+        pthread_mutex_unlock(&cu_dev_lock);
         int bad = e != cudaSuccess || c->g_bad || c->err_rc != c->g_err0;
         if (!bad && cudaGraphInstantiate(&g->exec, graph, 0) != cudaSuccess) {
             g->exec = NULL;
@@ -1513,12 +1555,12 @@ static float *cu_alloc(llm_backend *be, size_t n)
     if (!outside_graph(c, "alloc") || use(c) || n > SIZE_MAX / sizeof(float) - 256) return NULL;
     size_t bytes = n ? n * sizeof(float) : 256;
     void *p = NULL;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    if (dev_malloc(&p, bytes) != cudaSuccess) {
         cudaGetLastError(); /* not sticky: keep it out of later launch checks */
         return NULL;
     }
     if (CU_CHECK(c, cudaMemsetAsync(p, 0, bytes, c->st))) {
-        cudaFree(p);
+        dev_free(p);
         return NULL;
     }
     return (float *)p;
@@ -1580,6 +1622,23 @@ static int vmm_init(cu_ctx *c)
     }
     v->acc.location = v->prop.location;
     v->acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    /* the attribute is not the whole story (a virtualised or proxied device
+     * may refuse the calls): one block through the whole cycle, or caches
+     * are allocated whole */
+    CUdeviceptr p = 0;
+    CUmemGenericAllocationHandle h = 0;
+    int reserved = 0, created = 0, mapped = 0;
+    ok = (reserved = v->reserve(&p, v->gran, 0, 0, 0) == CUDA_SUCCESS) &&
+         (created = v->create(&h, v->gran, &v->prop, 0) == CUDA_SUCCESS) &&
+         (mapped = v->map(p, v->gran, 0, h, 0) == CUDA_SUCCESS) &&
+         v->access(p, v->gran, &v->acc, 1) == CUDA_SUCCESS;
+    if (mapped && v->unmap(p, v->gran) != CUDA_SUCCESS) ok = 0;
+    if (created && v->release(h) != CUDA_SUCCESS) ok = 0;
+    if (reserved && v->addr_free(p, v->gran) != CUDA_SUCCESS) ok = 0;
+    if (!ok) {
+        memset(v, 0, sizeof *v);
+        return 0;
+    }
     return 1;
 }
 
@@ -1695,7 +1754,7 @@ static void cu_release(llm_backend *be, void *p)
     CU_CHECK(c, cudaStreamSynchronize(c->st));
     int k = c->vmm.n_kv ? kv_find(c, p) : -1;
     if (k >= 0) kv_drop(c, k);
-    else CU_CHECK(c, cudaFree(p));
+    else CU_CHECK(c, dev_free(p));
 }
 
 static int supported_type(int t)
@@ -1721,7 +1780,7 @@ static int upload_converted(cu_ctx *c, const llm_weight *w, void *d, int bf16, d
     uint16_t *h = NULL;
     int rc = DOC_OK;
     if (!f) return doc_errf(err, DOC_ENOMEM, "weight %s: out of host memory converting", name);
-    if (CU_CHECK(c, cudaMallocHost((void **)&h, elems * sizeof(uint16_t)))) {
+    if (CU_CHECK(c, host_malloc((void **)&h, elems * sizeof(uint16_t)))) {
         rc = doc_errf(err, c->err_rc, "weight %s: %s", name, c->err_msg);
         c->err_rc = 0;
         goto done;
@@ -1739,15 +1798,17 @@ static int upload_converted(cu_ctx *c, const llm_weight *w, void *d, int bf16, d
                 h[i] = f32_to_f16(v);
             }
         }
-        if (CU_CHECK(c, cudaMemcpy((uint16_t *)d + (size_t)r * w->cols, h, ne * sizeof(uint16_t),
-                                   cudaMemcpyHostToDevice))) {
+        /* on the backend's stream, waited for before h is refilled */
+        if (CU_CHECK(c, cudaMemcpyAsync((uint16_t *)d + (size_t)r * w->cols, h, ne * sizeof(uint16_t),
+                                        cudaMemcpyHostToDevice, c->st)) ||
+            CU_CHECK(c, cudaStreamSynchronize(c->st))) {
             rc = doc_errf(err, c->err_rc, "weight %s: %s", name, c->err_msg);
             c->err_rc = 0;
             goto done;
         }
     }
 done:
-    if (h) cudaFreeHost(h);
+    if (h) host_free(h);
     free(f);
     return rc;
 }
@@ -1782,7 +1843,7 @@ static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
                             name, bytes, c->dev, fr, c->reserve);
         cu_weight *cw = (cu_weight *)calloc(1, sizeof *cw);
         if (!cw) return doc_errf(err, DOC_ENOMEM, "weight %s: out of memory", name);
-        if (cudaMalloc(&cw->d, bytes) != cudaSuccess) {
+        if (dev_malloc(&cw->d, bytes) != cudaSuccess) {
             cudaGetLastError();
             free(cw);
             return doc_errf(err, DOC_ENOMEM, "weight %s: cudaMalloc of %zu bytes failed (%zu free)",
@@ -1794,7 +1855,11 @@ static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
         cw->row_bytes = rb;
         int rc;
         if (keep || w->type == LLM_T_F16 || w->type == LLM_T_BF16) { /* the bytes as they are */
-            rc = CU_CHECK(c, cudaMemcpy(cw->d, w->data, bytes, cudaMemcpyHostToDevice));
+            /* on the backend's stream: a cudaMemcpy from pageable memory returns
+             * before its DMA is done, and nothing orders the legacy stream's
+             * work before this non-blocking stream's kernels */
+            rc = CU_CHECK(c, cudaMemcpyAsync(cw->d, w->data, bytes, cudaMemcpyHostToDevice, c->st));
+            if (!rc) rc = CU_CHECK(c, cudaStreamSynchronize(c->st));
             if (rc) {
                 rc = doc_errf(err, rc, "weight %s: %s", name, c->err_msg);
                 c->err_rc = 0;
@@ -1803,7 +1868,7 @@ static int cu_weight_prepare(llm_backend *be, llm_weight *w, doc_err *err)
             rc = upload_converted(c, w, cw->d, bf16, err, name);
         }
         if (rc) {
-            cudaFree(cw->d);
+            dev_free(cw->d);
             free(cw);
             return rc;
         }
@@ -1823,7 +1888,7 @@ static void cu_weight_release(llm_backend *be, llm_weight *w)
     if (!cw) return;
     cu_ctx *c = ctx_of(be);
     if (outside_graph(c, "weight_release") && !use(c) && !CU_CHECK(c, cudaStreamSynchronize(c->st)))
-        CU_CHECK(c, cudaFree(cw->d));
+        CU_CHECK(c, dev_free(cw->d));
     free(cw);
     w->dev = NULL;
 }
@@ -1883,13 +1948,13 @@ static void cu_matmul(llm_backend *be, float *y, const float *x, const llm_weigh
     }
     if (cw->qtype) { /* many rows: expand to f16 once for the GEMM */
         size_t ne = (size_t)m * k;
-        if (grow_dev(c, &c->wdq, &c->wdq_size, ne * sizeof(uint16_t))) return;
+        if (grow_dev(c, &c->wdq, &c->wdq_size, ne * sizeof(uint16_t), 1)) return;
         Q_DISPATCH(cw->qtype, (k_dequant_q<QT><<<ew_blocks(ne / 32), EW_THREADS, 0, c->st>>>(
                                   (__half *)c->wdq, (const uint8_t *)cw->d, cw->row_bytes, m, k)));
         if (LAUNCHED(c)) return;
         wd = c->wdq;
     }
-    if (grow_dev(c, &c->xh, &c->xh_size, nx * sizeof(uint16_t))) return;
+    if (grow_dev(c, &c->xh, &c->xh_size, nx * sizeof(uint16_t), 1)) return;
     if (cw->bf16) k_to_bf16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__nv_bfloat16 *)c->xh, x, nx);
     else k_to_f16<<<ew_blocks(nx), EW_THREADS, 0, c->st>>>((__half *)c->xh, x, nx);
     if (LAUNCHED(c)) return;
@@ -1991,7 +2056,7 @@ static void cu_attn_causal(llm_backend *be, float *out, const float *q, float *k
         /* decode: too few (row, head) blocks to fill the GPU; split the keys */
         int nsplit = (nk + ATT_SPLIT_KEYS - 1) / ATT_SPLIT_KEYS;
         size_t need = (size_t)n * h * nsplit * (hd + 2) * sizeof(float);
-        if (nsplit > 65535 || grow_dev(c, &c->att, &c->att_size, need)) {
+        if (nsplit > 65535 || grow_dev(c, &c->att, &c->att_size, need, 1)) {
             if (nsplit > 65535) defer(c, DOC_ELIMIT, "cuda attn_causal: context too long");
             return;
         }
@@ -2054,7 +2119,7 @@ static void cu_attn_decode(llm_backend *be, float *out, const float *q, float *c
     float *const *dk = (float *const *)d, *const *dv = (float *const *)(d + pb);
     const int32_t *dp = (const int32_t *)(d + 2 * pb);
     if (nsplit > 1 &&
-        grow_dev(c, &c->att, &c->att_size, (size_t)n * h * nsplit * (hd + 2) * sizeof(float)))
+        grow_dev(c, &c->att, &c->att_size, (size_t)n * h * nsplit * (hd + 2) * sizeof(float), 1))
         return;
     if (kn) {
         k_kv_store<<<n, 256, 0, c->st>>>(dk, dv, dp, kn, vn, g * hd, ldc);
@@ -2090,7 +2155,7 @@ static int cu_pick(llm_backend *be, int32_t *ids, float *logits, int n, int voca
         if (rb) memcpy(pk + pb, recent, rb);
         memcpy(pk + pb + rb, nrec, nb);
         const char *d = (const char *)stage(c, pk, pb + rb + nb);
-        if (!d || grow_dev(c, &c->picks, &c->picks_size, nb)) goto fail;
+        if (!d || grow_dev(c, &c->picks, &c->picks_size, nb, 0)) goto fail;
         const llm_pick *dp = (const llm_pick *)d;
         const int32_t *dr = (const int32_t *)(d + pb), *dn = (const int32_t *)(d + pb + rb);
         if (sampled < n) { /* the greedy rows */
@@ -2203,23 +2268,23 @@ static void ctx_free(cu_ctx *c)
     free(c->vmm.kv);
     if (c->blas) cublasDestroy(c->blas);
     for (int i = 0; i < CU_STAGE_SLOTS; i++) {
-        if (c->stage[i]) cudaFreeHost(c->stage[i]);
+        if (c->stage[i]) host_free(c->stage[i]);
         if (c->stage_ev[i]) cudaEventDestroy(c->stage_ev[i]);
     }
-    cudaFree(c->ws);
-    cudaFree(c->xh);
-    cudaFree(c->idx);
-    cudaFree(c->att);
-    cudaFree(c->picks);
-    cudaFree(c->wdq);
+    dev_free(c->ws);
+    dev_free(c->xh);
+    dev_free(c->idx);
+    dev_free(c->att);
+    dev_free(c->picks);
+    dev_free(c->wdq);
     free(c->idx_host);
     free(c->pack);
     for (int i = 0; i < CU_GRAPHS; i++) {
         cu_graph *g = &c->graphs[i];
         if (g->exec) cudaGraphExecDestroy(g->exec);
         if (g->done) cudaEventDestroy(g->done);
-        if (g->host) cudaFreeHost(g->host);
-        cudaFree(g->dev);
+        if (g->host) host_free(g->host);
+        dev_free(g->dev);
     }
     if (c->st) cudaStreamDestroy(c->st);
     cudaGetLastError();
@@ -2307,7 +2372,7 @@ int docent_cuda_backend_new(int device, llm_backend **out, doc_err *err)
     if (CU_CHECK(c, cudaSetDevice(device)) ||
         CU_CHECK(c, cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) ||
         CUBLAS_CHECK(c, cublasCreate(&c->blas)) || CUBLAS_CHECK(c, cublasSetStream(c->blas, c->st)) ||
-        CU_CHECK(c, cudaMalloc(&c->ws, WS_BYTES)) ||
+        CU_CHECK(c, dev_malloc(&c->ws, WS_BYTES)) ||
         CUBLAS_CHECK(c, cublasSetWorkspace(c->blas, c->ws, WS_BYTES)) ||
         CU_CHECK(c, cudaMemGetInfo(&c->free_at_open, &c->total)))
         goto fail;

@@ -5,7 +5,7 @@
  * the cuBLAS handle and workspace, scratch buffers (f16 activations for the
  * GEMMs, a device copy of host index arrays), pinned staging slots for those
  * host arrays, and the deferred error that sync() returns (ops are void).
- * There are no globals.
+ * The one global is the process-wide lock around captures (cuda.cu, dev_malloc).
  */
 #ifndef DOCENT_LLM_CUDA_INTERNAL_H
 #define DOCENT_LLM_CUDA_INTERNAL_H
@@ -116,7 +116,6 @@ typedef struct cu_ctx {
     int stage_next;
     size_t free_at_open, total; /* bytes, from cudaMemGetInfo at creation */
     size_t reserve;             /* bytes weight_prepare leaves free for activations */
-    int smem_max;               /* opt-in shared memory per block */
     int n_sm;                   /* streaming multiprocessors */
     void *pack;                 /* host scratch for packing op arguments */
     size_t pack_size;
