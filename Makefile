@@ -10,6 +10,7 @@
 #   make fuzz       build the libFuzzer targets (clang)
 #   make bench      run bench/engine.sh (engine vs llama.cpp / sentence-transformers)
 #   make gpu-check  on a machine with an NVIDIA GPU: CUDA build, op/model parity, benchmarks
+#   make cuda-emu-check  all of test_cuda against the CUDA backend on the CPU emulator (tests/cuda_emu/)
 #   make bench-store  run bench/store.sh (ingest, search latency, retrieval quality)
 #   make bench-answer run bench/answer.sh (docent ask vs a Python RAG stack: first text, total)
 #
@@ -56,6 +57,13 @@ ifneq ($(CUDA_SRC),)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 endif
 LDLIBS += -ldl
+# The same backend on the CPU emulator of the device (tests/cuda_emu/emu.h):
+# cuda.cu translated (translate.py) and compiled by g++, no nvcc needed; test_cuda
+# loads it through DOCENT_CUDA_LIB (tests/cuda_emu.test.sh, make cuda-emu-check).
+EMU := $(BUILD)/cuda-emu
+EMU_SO := $(if $(CUDA_SRC),$(EMU)/libdocent-cuda.so $(EMU)/selftest)
+EMU_CXXFLAGS := -std=c++17 -O1 -g -fPIC -I tests/cuda_emu/include -I. -Wall -Wextra \
+    -Wno-unknown-pragmas -MMD -MP
 # SASS for sm_80 (A100) and sm_90 (H100/H200), PTX for newer GPUs to JIT from
 NVCC_FLAGS ?= -O2 -std=c++17 -I. -gencode arch=compute_80,code=sm_80 \
     -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
@@ -67,8 +75,8 @@ DAEMON_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(DAEMON_SRC))
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-long asan tsan deps models demo fuzz bench bench-store bench-answer clean fixtures gpu-check
-all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN) $(CUDA_SO)
+.PHONY: all test test-long asan tsan deps models demo fuzz bench bench-store bench-answer clean fixtures gpu-check cuda-emu-check
+all: $(BUILD)/docent $(BUILD)/docentd $(BUILD)/libdocent.a $(TEST_BIN) $(CUDA_SO) $(EMU_SO)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -93,6 +101,23 @@ $(BUILD)/obj-pic/%.o: %.c
 $(BUILD)/libdocent-cuda.so: $(CUDA_OBJ) $(CUDA_PIC)
 	$(CXX) -shared -Wl,-Bsymbolic -Wl,--no-undefined -o $@ $^ -L$(CUDA_HOME)/lib64 \
 	    -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lm -pthread
+
+$(EMU)/cuda.cc: llm/cuda/cuda.cu tests/cuda_emu/translate.py
+	@mkdir -p $(EMU)
+	python3 tests/cuda_emu/translate.py $< $@
+$(EMU)/cuda.o: $(EMU)/cuda.cc
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+$(EMU)/emu.o: tests/cuda_emu/emu.cc
+	@mkdir -p $(EMU)
+	$(CXX) $(EMU_CXXFLAGS) -O2 -c $< -o $@
+$(EMU)/libdocent-cuda.so: $(EMU)/cuda.o $(EMU)/emu.o $(CUDA_PIC)
+	$(CXX) -shared -Wl,-Bsymbolic -Wl,--no-undefined -o $@ $^ -lm -pthread
+# the emulator's own test: it catches the faults it claims to (selftest.cu)
+$(EMU)/selftest.cc: tests/cuda_emu/selftest.cu tests/cuda_emu/translate.py
+	@mkdir -p $(EMU)
+	python3 tests/cuda_emu/translate.py $< $@
+$(EMU)/selftest: $(EMU)/selftest.cc $(EMU)/emu.o
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU)/emu.o -lm -pthread
 
 # FAISS through its C API.  Debian's libfaiss-dev ships the C API headers but no
 # compiled libfaiss_c; then index/faiss_shim.cpp implements the functions docent
@@ -154,7 +179,7 @@ $(BUILD)/gpu/%: tests/gpu/%.c $(BUILD)/libdocent.a | $(CUDA_SO)
 # the CUDA tools load the backend from the build folder
 $(BUILD)/tests/test_cuda: | $(CUDA_SO)
 
--include $(shell find $(BUILD)/obj $(BUILD)/obj-pic -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-pic $(EMU) -name '*.d' 2>/dev/null)
 
 deps:
 	@tools/deps.sh
@@ -218,6 +243,11 @@ bench: all
 # (tests/gpu/check.sh; about 5 minutes on an H200; JSON under $$OUT when set)
 gpu-check:
 	@tests/gpu/check.sh
+
+# make cuda-emu-check: all of test_cuda (no quick mode) against the CUDA backend
+# on the CPU emulator; about 8 minutes on 2 cores.  No substitute for gpu-check.
+cuda-emu-check: all
+	@DOCENT_TEST_CUDA_FULL=1 bash tests/cuda_emu.test.sh $(BUILD)
 
 bench-store: deps models all
 	@bench/store.sh $(BUILD)

@@ -25,6 +25,14 @@
  * standing in for the device, quantized matmuls left out: a check of this
  * test's own logic and tolerances on a machine without a GPU.
  *
+ * DOCENT_TEST_CUDA_QUICK=1 leaves out the longest cases (contexts of 8k and
+ * 32k keys, the 151936-entry vocabulary, half the sampling draws, the
+ * generator with weights kept as blocks, whose kernels test_matmul and
+ * test_get_rows check op by op): make test
+ * runs this test so on the CPU emulator of the device (tests/cuda_emu/,
+ * tests/cuda_emu.test.sh), where a 1024-thread block costs what a GPU does in
+ * a million; make cuda-emu-check runs it whole.
+ *
  * Model parity (skipped when the models are absent): the default embedder on
  * cuda vs cpu (cosine >= 0.999 per text) and the default generator's greedy
  * tokens for 32 steps (identical) with last-token logits close (cosine >=
@@ -43,6 +51,7 @@
 static llm_backend *gpu, *cpu;
 static const char *gpu_name = "cuda"; /* "cpu" in the self-test (see main) */
 static int selftest;
+static int quick; /* DOCENT_TEST_CUDA_QUICK=1 */
 
 static float *randv(uint64_t *s, size_t n, float amp)
 {
@@ -362,6 +371,7 @@ static void test_attn_causal(void **state)
     for (size_t ci = 0; ci < 2 * sizeof cases / sizeof cases[0]; ci++) {
         int cj = (int)(ci / 2), strided = (int)(ci % 2);
         int n = cases[cj][0], pos0 = cases[cj][1], h = cases[cj][2], g = cases[cj][3], hd = cases[cj][4];
+        if (quick && pos0 >= 8000) continue;
         int c = pos0 + n;
         size_t kvd = (size_t)g * hd, ldc = strided ? 3 * kvd + 16 : kvd;
         size_t qs = (size_t)n * h * hd, ks = (size_t)c * ldc, ns = (size_t)n * kvd;
@@ -610,7 +620,7 @@ static void test_sample(void **state)
     };
     const int vocabs[] = {49152, 100, 257, 151936};
     int picks = 0, excused = 0;
-    for (int vi = 0; vi < 4; vi++) {
+    for (int vi = 0; vi < (quick ? 3 : 4); vi++) {
         int nv = vocabs[vi];
         float *x = randv(&seed, (size_t)N * nv, 6.0f), *c = malloc((size_t)nv * sizeof *c);
         pick_cand *cand = malloc((size_t)nv * sizeof *cand);
@@ -622,7 +632,7 @@ static void test_sample(void **state)
         }
         float *xr5 = x + (size_t)5 * nv; /* the 2nd..4th best tie: the lower ids are kept */
         xr5[nv / 3] = 7.0f, xr5[nv / 5] = 6.5f, xr5[nv / 2] = 6.5f, xr5[nv - 1] = 6.5f;
-        for (int t = 0; t < DRAWS; t++) {
+        for (int t = 0; t < (quick ? DRAWS / 2 : DRAWS); t++) {
             llm_pick pk[N];
             for (int r = 0; r < N; r++) {
                 pk[r] = base[r];
@@ -1046,7 +1056,7 @@ static void test_generator(void **state)
     int nv = llm_n_vocab(probe);
     llm_model_close(&probe);
     assert_true(nv <= MAXV);
-    for (int keep = 0; keep < (selftest ? 1 : 2); keep++) {
+    for (int keep = 0; keep < (selftest || quick ? 1 : 2); keep++) { /* quick: f16 only */
         const char *what = keep ? "cuda, weights kept as blocks" : gpu_name;
         gen_run(path, gpu_name, keep, 1, toks[0], first[0], last[0], NULL);
         double cs, worst, range;
@@ -1087,6 +1097,8 @@ int main(void)
      * (quantized matmuls are left out: the CPU quantizes activations to 8 bits) */
     const char *self = getenv("DOCENT_TEST_CUDA_SELFTEST");
     selftest = self && *self == '1';
+    const char *qk = getenv("DOCENT_TEST_CUDA_QUICK");
+    quick = qk && *qk == '1';
     if (selftest) { /* the stand-in grows its caches as the device does */
         gpu_name = "cpu";
         setenv("DOCENT_CPU_KV_GROW", "1", 1);
