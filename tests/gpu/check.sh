@@ -25,6 +25,11 @@ export PYTHONUNBUFFERED=1
 failed=()
 t_start=$SECONDS
 step() { printf '\n=== %s (%ds)\n' "$1" $((SECONDS - t_start)); }
+# one deadline for every step's timeout: a device call runs at most 600 s, and
+# the summary (gpu_check.json) must still be written
+deadline=$((t_start + ${GPU_CHECK_BUDGET:-570}))
+# limit WANT KEEP: WANT seconds, less if fewer than WANT + KEEP are left
+limit() { local l=$((deadline - SECONDS - $2)); [ $l -gt $1 ] && l=$1; [ $l -lt 1 ] && l=1; echo $l; }
 
 step "0. machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
@@ -33,7 +38,8 @@ command -v nvcc >/dev/null && nvcc --version | tail -1
 step "1. build"
 # CUDA's libraries: the toolkit's, else the ones pip installed with PyTorch
 cuda_libs=""
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+nvcc_lib=$(command -v nvcc >/dev/null && cd "$(dirname "$(command -v nvcc)")/../lib64" 2>/dev/null && pwd)
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib $nvcc_lib; do
     [ -e "$d/libcublas.so.13" ] && cuda_libs="$cuda_libs:$d"
 done
 if [ -z "$cuda_libs" ]; then
@@ -50,6 +56,11 @@ PY
     cuda_libs=":$py_libs"
 fi
 if [ -x .gpu/bin/test_cuda ] && [ -x .gpu/bin/gpu_probe ]; then
+    # the carried binaries must be built from these sources (prepare.sh's stamp)
+    if [ "$(cat .gpu/STAMP 2>/dev/null)" != "$(bash tests/gpu/prepare.sh --stamp)" ]; then
+        echo "the binaries in .gpu/bin were built from other sources than these: run tests/gpu/prepare.sh again before the device call"
+        exit 1
+    fi
     BIN=$ROOT/.gpu/bin
     export DOCENT_CUDA_LIB=$BIN/libdocent-cuda.so
     LDP="$ROOT/.gpu/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -84,7 +95,7 @@ if [ -f .gpu/tiny-q4.gguf.xz ] && unxz_to .gpu/tiny-q4.gguf.xz "$WORK/tiny-q4.gg
 fi
 
 step "2. op parity (test_cuda)"
-run_bin timeout 150 "$BIN/test_cuda" 2>&1 | tee "$RES/test_cuda.log"
+run_bin timeout "$(limit 150 300)" "$BIN/test_cuda" 2>&1 | tee "$RES/test_cuda.log"
 rc=${PIPESTATUS[0]}
 case $rc in
     0) echo "op parity: passed" ;;
@@ -100,26 +111,28 @@ gbs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["gb_s"])' "$bw_
 step "3b. quantized weights: kept as blocks (DOCENT_CUDA_QUANT=keep) vs expanded to f16"
 # decode-sized matmuls (1 and 8 rows) of 1B-like shapes and SmolLM2's output
 # matrix; the faster should be the default (it is f16 until this is measured)
-LD_LIBRARY_PATH="$LDP" timeout 120 python3 - "$BIN/gpu_probe" "$RES/gemv.json" <<'PY' || failed+=("gemv")
+LD_LIBRARY_PATH="$LDP" timeout "$(limit 120 250)" python3 - "$BIN/gpu_probe" "$RES/gemv.json" <<'PY' || failed+=("gemv")
 import json, os, subprocess, sys
 probe, out = sys.argv[1], sys.argv[2]
 rows, bad = [], 0
 print("%-6s %-12s %3s %12s %12s %8s %10s %10s" % ("type", "shape", "n", "f16 us", "kept us", "speedup", "f16 GB/s", "kept GB/s"))
 for t in ("q4_0", "q4_1", "q8_0"):
     for (r, c) in ((2048, 2048), (8192, 2048), (2048, 8192), (49152, 576)):
+        res = {}  # (mode, n): one process per mode times both counts
+        for mode in ("f16", "keep"):
+            env = dict(os.environ, DOCENT_CUDA_QUANT=mode)
+            p = subprocess.run([probe, "gemv", "cuda", t, str(r), str(c), "1,8", "200"],
+                               capture_output=True, text=True, env=env)
+            if p.returncode:
+                print("gemv %s %dx%d %s: %s" % (t, r, c, mode, p.stderr.strip()[-300:]))
+                bad += 1
+                continue
+            for line in p.stdout.splitlines():
+                j = json.loads(line)
+                res[(mode, j["n"])] = j
         for n in (1, 8):
-            res = {}
-            for mode in ("f16", "keep"):
-                env = dict(os.environ, DOCENT_CUDA_QUANT=mode)
-                p = subprocess.run([probe, "gemv", "cuda", t, str(r), str(c), str(n), "200"],
-                                   capture_output=True, text=True, env=env)
-                if p.returncode:
-                    print("gemv %s %dx%d n %d %s: %s" % (t, r, c, n, mode, p.stderr.strip()[-300:]))
-                    bad += 1
-                    continue
-                res[mode] = json.loads(p.stdout)
-            if len(res) == 2:
-                f, k = res["f16"], res["keep"]
+            if ("f16", n) in res and ("keep", n) in res:
+                f, k = res[("f16", n)], res[("keep", n)]
                 print("%-6s %-12s %3d %12.2f %12.2f %7.2fx %10.0f %10.0f" % (
                     t, "%dx%d" % (r, c), n, f["us"], k["us"], f["us"] / k["us"], f["weight_gb_s"], k["weight_gb_s"]))
                 rows.append({"type": t, "rows": r, "cols": c, "n": n, "f16": f, "keep": k})
@@ -140,7 +153,7 @@ else
 fi
 shapes=smollm2-135m,llama-1b quick=()
 [ "${GPU_CHECK_QUICK:-0}" = 1 ] && shapes=smollm2-135m quick=(--quick)
-timeout 460 python3 tests/gpu/model_parity.py --probe "$BIN/gpu_probe" --work "$WORK" \
+timeout "$(limit 460 15)" python3 tests/gpu/model_parity.py --probe "$BIN/gpu_probe" --work "$WORK" \
     --json "$RES/model_parity.json" --bench \
     --device "${GPU_CHECK_DEVICE:-cuda}" --backend "${GPU_CHECK_BACKEND:-cuda}" --copy-gbs "$gbs" --shapes "$shapes" "${minilm[@]}" "${quick[@]}" \
     2>&1 | grep -v "Writing model shards\|deprecated\|return forward_call" | tee "$RES/model_parity.log"
@@ -150,9 +163,8 @@ rc=${PIPESTATUS[0]}
 step "5. compute-sanitizer memcheck of the op tests"
 # last, so that a slow or refused sanitizer costs none of the results above;
 # the device must be supported (it was on Firecracker machines, not on gVisor)
-# a device call may run 600 s: memcheck takes what is left of 570
-left=$((570 - (SECONDS - t_start)))
-[ $left -gt 240 ] && left=240
+# a device call may run 600 s: memcheck takes what is left before the deadline
+left=$(limit 240 5)
 if [ $left -lt 60 ]; then
     echo "memcheck: skipped, ${left}s left of the call's time"
 elif [ "${GPU_CHECK_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then

@@ -26,7 +26,7 @@
  *       same sessions evaluated alone; prints {"batch", "step_s", "tok_s",
  *       "maxdiff_rel", "backend_info"} (max |batched - alone| / logit range;
  *       the rate leaves out the first two steps).
- *   gpu_probe gemv BACKEND TYPE ROWS COLS N REPS
+ *   gpu_probe gemv BACKEND TYPE ROWS COLS N[,N...] REPS (a JSON line per N)
  *       one matmul of N activation rows with a random ROWS x COLS weight of
  *       TYPE (q4_0, q4_1, q8_0, f16, ...), REPS times after a warm-up: the
  *       time per call and the weight bytes the device holds per second
@@ -291,11 +291,21 @@ static int cmd_gemv(char **a)
     int type = -1;
     for (int t = 0; t < LLM_T_COUNT; t++)
         if (llm_type(t) && !strcmp(llm_type(t)->name, a[1])) type = t;
-    long rows = atol(a[2]), cols = atol(a[3]), n = atol(a[4]), reps = atol(a[5]);
-    if (type < 0 || rows < 1 || cols < 1 || n < 1 || reps < 1 || cols % llm_type(type)->block)
+    long rows = atol(a[2]), cols = atol(a[3]), reps = atol(a[5]);
+    long ns[8];
+    int nn = 0;
+    for (char *s = a[4]; *s && nn < 8; s++) { /* N: one count or several, "1,8" */
+        ns[nn] = strtol(s, &s, 10);
+        if (ns[nn] < 1) return die("bad N", NULL);
+        nn++;
+        if (*s != ',') break;
+    }
+    if (type < 0 || rows < 1 || cols < 1 || !nn || reps < 1 || cols % llm_type(type)->block)
         return die("bad type or shape", NULL);
+    long nmax = 0;
+    for (int i = 0; i < nn; i++) nmax = ns[i] > nmax ? ns[i] : nmax;
     size_t rb = llm_row_bytes(type, cols);
-    float *row = malloc((size_t)cols * sizeof *row), *x = malloc((size_t)n * cols * sizeof *x);
+    float *row = malloc((size_t)cols * sizeof *row), *x = malloc((size_t)nmax * cols * sizeof *x);
     char *wq = malloc(rb * (size_t)rows);
     if (!row || !x || !wq) return die("out of memory", NULL);
     uint64_t seed = 42;
@@ -306,24 +316,27 @@ static int cmd_gemv(char **a)
         }
         llm_quantize_ref(type, row, wq + (size_t)r * rb, cols);
     }
-    for (long i = 0; i < n * cols; i++) x[i] = (float)(i % 17) / 17.0f - 0.5f;
+    for (long i = 0; i < nmax * cols; i++) x[i] = (float)(i % 17) / 17.0f - 0.5f;
     llm_weight w = {.type = type, .rows = rows, .cols = cols, .data = wq, .name = "w"};
     if (be->i->weight_prepare(be, &w, &err)) return die("weight_prepare", &err);
-    float *dx = be->i->alloc(be, (size_t)n * cols), *dy = be->i->alloc(be, (size_t)n * rows);
-    if (!dx || !dy || be->i->upload(be, dx, x, (size_t)n * cols)) return die("alloc", NULL);
-    be->i->matmul(be, dy, dx, &w, NULL, (int)n);
-    if (be->i->sync(be, &err)) return die("matmul", &err);
-    double t0 = now();
-    for (long r = 0; r < reps; r++) be->i->matmul(be, dy, dx, &w, NULL, (int)n);
-    if (be->i->sync(be, &err)) return die("matmul", &err);
-    double dt = (now() - t0) / reps;
+    float *dx = be->i->alloc(be, (size_t)nmax * cols), *dy = be->i->alloc(be, (size_t)nmax * rows);
+    if (!dx || !dy || be->i->upload(be, dx, x, (size_t)nmax * cols)) return die("alloc", NULL);
     const char *keep = getenv("DOCENT_CUDA_QUANT");
     int kept = keep && !strcmp(keep, "keep") &&
                (type == LLM_T_Q4_0 || type == LLM_T_Q4_1 || type == LLM_T_Q8_0);
     double wbytes = kept ? (double)rb * rows : 2.0 * rows * cols;
-    printf("{\"type\": \"%s\", \"rows\": %ld, \"cols\": %ld, \"n\": %ld, \"kept\": %d, "
-           "\"us\": %.2f, \"weight_gb_s\": %.1f}\n",
-           a[1], rows, cols, n, kept, dt * 1e6, wbytes / dt / 1e9);
+    for (int i = 0; i < nn; i++) { /* one JSON line per count */
+        long n = ns[i];
+        be->i->matmul(be, dy, dx, &w, NULL, (int)n);
+        if (be->i->sync(be, &err)) return die("matmul", &err);
+        double t0 = now();
+        for (long r = 0; r < reps; r++) be->i->matmul(be, dy, dx, &w, NULL, (int)n);
+        if (be->i->sync(be, &err)) return die("matmul", &err);
+        double dt = (now() - t0) / reps;
+        printf("{\"type\": \"%s\", \"rows\": %ld, \"cols\": %ld, \"n\": %ld, \"kept\": %d, "
+               "\"us\": %.2f, \"weight_gb_s\": %.1f}\n",
+               a[1], rows, cols, n, kept, dt * 1e6, wbytes / dt / 1e9);
+    }
     be->i->weight_release(be, &w);
     be->i->release(be, dx);
     be->i->release(be, dy);
@@ -368,6 +381,7 @@ int main(int argc, char **argv)
                     "       gpu_probe prefill MODEL BACKEND N REPS\n"
                     "       gpu_probe embed MODEL BACKEND TEXTS_FILE BATCH OUT\n"
                     "       gpu_probe copybw BACKEND MIB REPS\n"
+                    "       gpu_probe gemv BACKEND TYPE ROWS COLS N[,N...] REPS\n"
                     "       gpu_probe batch MODEL BACKEND B STEPS\n");
     return 2;
 }

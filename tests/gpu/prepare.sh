@@ -16,8 +16,16 @@
 # The call carries the tracked tree too, and everything must stay under 64 MiB:
 # the script prints the total and fails above 63 MiB.
 # and prints the size and the device call to make.  (.gpu/ is in .gitignore.)
+# .gpu/STAMP: a hash of the C/CUDA sources; check.sh refuses stale binaries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# --stamp: a hash of the sources the binaries are built from; prepare.sh
+# leaves it in .gpu/STAMP and check.sh refuses binaries whose stamp differs
+stamp() {
+    find core llm tests/unit tests/gpu -type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' \) -print0 |
+        LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
+}
+[ "${1:-}" = --stamp ] && { stamp; exit 0; }
 BUILD=${BUILD:-build}
 command -v nvcc >/dev/null || { echo "prepare.sh: nvcc not found: cannot build the CUDA backend" >&2; exit 1; }
 make -j2 BUILD="$BUILD" "$BUILD/tests/test_cuda" "$BUILD/gpu/gpu_probe" "$BUILD/libdocent-cuda.so"
@@ -47,6 +55,7 @@ if [ -d models/all-minilm-l6-v2 ]; then
 else
     echo "prepare.sh: models/all-minilm-l6-v2 missing (make models): the encoder checks will be skipped" >&2
 fi
+stamp >.gpu/STAMP
 du -sh .gpu
 total=$(( $(du -sb .gpu | cut -f1) + $(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) ))
 echo "a device call carries about $((total / 1048576)) MiB (.gpu and the tracked tree; the limit is 64 MiB)"
