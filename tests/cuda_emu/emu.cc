@@ -640,64 +640,43 @@ cudaError_t cudaDeviceSynchronize(void)
     return cudaSuccess;
 }
 
-cudaError_t cudaMalloc(void **p, size_t n)
+/* device (M_DEV, counted against the device's memory) or pinned host memory */
+static cudaError_t region_alloc(void **p, size_t n, int kind)
 {
     LOCK;
     *p = NULL;
     if (capture_forbids()) return ret(cudaErrorStreamCaptureUnsupported);
-    size_t body = (n + 255) / 256 * 256;
-    if (!body) body = 256;
-    if (g_used + body > mem_total()) return ret(cudaErrorMemoryAllocation);
+    size_t body = n ? (n + 255) / 256 * 256 : 256;
+    if (kind == M_DEV && g_used + body > mem_total()) return ret(cudaErrorMemoryAllocation);
     region r{};
     void *q = guarded(n, 256, &r);
     if (!q) return ret(cudaErrorMemoryAllocation);
-    r.kind = M_DEV;
+    r.kind = kind;
     g_regions[(uintptr_t)q] = r;
-    g_used += r.size;
+    if (kind == M_DEV) g_used += r.size;
     *p = q;
     return cudaSuccess;
 }
 
-cudaError_t cudaFree(void *p)
+/* both frees wait for the whole device first */
+static cudaError_t region_free(void *p, int kind)
 {
     LOCK;
     if (!p) return cudaSuccess;
     if (capture_forbids(true)) return ret(cudaErrorStreamCaptureUnsupported);
     auto it = g_regions.find((uintptr_t)p);
-    if (it == g_regions.end() || it->second.kind != M_DEV) return ret(cudaErrorInvalidValue);
-    drain_all(); /* cudaFree waits for the device */
-    munmap(it->second.map, it->second.map_len);
-    g_used -= it->second.size;
-    g_regions.erase(it);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMallocHost(void **p, size_t n)
-{
-    LOCK;
-    *p = NULL;
-    if (capture_forbids()) return ret(cudaErrorStreamCaptureUnsupported);
-    region r{};
-    void *q = guarded(n, 256, &r);
-    if (!q) return ret(cudaErrorMemoryAllocation);
-    r.kind = M_PINNED;
-    g_regions[(uintptr_t)q] = r;
-    *p = q;
-    return cudaSuccess;
-}
-
-cudaError_t cudaFreeHost(void *p)
-{
-    LOCK;
-    if (!p) return cudaSuccess;
-    if (capture_forbids(true)) return ret(cudaErrorStreamCaptureUnsupported);
-    auto it = g_regions.find((uintptr_t)p);
-    if (it == g_regions.end() || it->second.kind != M_PINNED) return ret(cudaErrorInvalidValue);
+    if (it == g_regions.end() || it->second.kind != kind) return ret(cudaErrorInvalidValue);
     drain_all();
     munmap(it->second.map, it->second.map_len);
+    if (kind == M_DEV) g_used -= it->second.size;
     g_regions.erase(it);
     return cudaSuccess;
 }
+
+cudaError_t cudaMalloc(void **p, size_t n) { return region_alloc(p, n, M_DEV); }
+cudaError_t cudaFree(void *p) { return region_free(p, M_DEV); }
+cudaError_t cudaMallocHost(void **p, size_t n) { return region_alloc(p, n, M_PINNED); }
+cudaError_t cudaFreeHost(void *p) { return region_free(p, M_PINNED); }
 
 /* a copy's direction checked against where its pointers are */
 static cudaError_t check_kind(void *dst, const void *src, size_t n, cudaMemcpyKind *k)
@@ -788,7 +767,11 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st)
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 {
     LOCK;
-    (void)flags; /* the only other stream is the legacy one, which the emulator never orders against */
+    *st = NULL;
+    if (!(flags & cudaStreamNonBlocking)) { /* blocking streams would order against the legacy one */
+        fprintf(stderr, "cuda-emu: only non-blocking streams are emulated\n");
+        return ret(cudaErrorInvalidValue);
+    }
     *st = new emu_stream();
     g_streams.push_back(*st);
     return cudaSuccess;
