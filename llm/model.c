@@ -547,8 +547,9 @@ int llm_model_open(const char *path, const llm_opts *o, llm_model **out, doc_err
         m->n_ctx = m->hp.max_seq;
     }
     const char *wt = llm_type(m->layers[0].wq.type) ? llm_type(m->layers[0].wq.type)->name : "?";
-    snprintf(m->desc, sizeof m->desc, "%s %dL d%d %s, %s/%s", m->src.arch, m->hp.n_layer, m->hp.d,
-             wt, m->be->i->name, !strcmp(m->be->i->name, "cpu") ? llm_cpu_isa() : "");
+    int cpu = !strcmp(m->be->i->name, "cpu"); /* the CPU names its kernels' ISA: "cpu/avx2" */
+    snprintf(m->desc, sizeof m->desc, "%s %dL d%d %s, %s%s%s", m->src.arch, m->hp.n_layer, m->hp.d,
+             wt, m->be->i->name, cpu ? "/" : "", cpu ? llm_cpu_isa() : "");
 done:
     json_decref(tok_cfg);
     if (rc) llm_model_close(&m);
