@@ -116,8 +116,8 @@ $(EMU)/libdocent-cuda.so: $(EMU)/cuda.o $(EMU)/emu.o $(CUDA_PIC)
 $(EMU)/selftest.cc: tests/cuda_emu/selftest.cu tests/cuda_emu/translate.py
 	@mkdir -p $(EMU)
 	python3 tests/cuda_emu/translate.py $< $@
-$(EMU)/selftest: $(EMU)/selftest.cc $(EMU)/emu.o
-	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU)/emu.o -lm -pthread
+$(EMU)/selftest: $(EMU)/selftest.cc $(EMU)/emu.o $(CUDA_PIC)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU)/emu.o $(CUDA_PIC) -lm -pthread
 
 # FAISS through its C API.  Debian's libfaiss-dev ships the C API headers but no
 # compiled libfaiss_c; then index/faiss_shim.cpp implements the functions docent

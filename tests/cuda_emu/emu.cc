@@ -29,50 +29,6 @@
 #include <string>
 #include <vector>
 
-/* ---- 16-bit floats ------------------------------------------------------ */
-
-float emu_h2f(unsigned short h)
-{
-    uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 31u, m = h & 0x3ffu, u;
-    if (e == 31) u = s | 0x7f800000u | (m << 13);
-    else if (e) u = s | ((e + 112) << 23) | (m << 13);
-    else if (!m) u = s;
-    else { /* subnormal: m * 2^-24 */
-        float f = (float)m * 5.9604644775390625e-8f;
-        memcpy(&u, &f, 4);
-        u |= s;
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-unsigned short emu_f2h(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t s = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    if (a >= 0x7f800000u) return (unsigned short)(s | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
-    if (a >= 0x477ff000u) return (unsigned short)(s | 0x7c00u); /* rounds past 65504 */
-    if (a < 0x38800000u) { /* below 2^-14: subnormal (or zero), in units of 2^-24 */
-        float x;
-        memcpy(&x, &a, 4);
-        float q = x * 16777216.0f; /* exact: a power-of-two scale */
-        return (unsigned short)(s | (unsigned)nearbyintf(q));
-    }
-    uint32_t r = a + 0xfffu + ((a >> 13) & 1u); /* round to nearest even at bit 13 */
-    return (unsigned short)(s | (((r >> 13) - (112u << 10)) & 0x7fffu));
-}
-
-unsigned short emu_f2bf(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-}
-
 /* ---- the lock and the last error --------------------------------------- */
 
 static std::recursive_mutex g_mu;
@@ -1164,16 +1120,13 @@ static void to_f32(float *out, const void *p, cudaDataType t, size_t off, size_t
     }
     const unsigned short *h = (const unsigned short *)p + off;
     if (t == CUDA_R_16BF) {
-        for (size_t i = 0; i < n; i++) {
-            uint32_t u = (uint32_t)h[i * stride] << 16;
-            memcpy(&out[i], &u, 4);
-        }
+        for (size_t i = 0; i < n; i++) out[i] = bf16_to_f32(h[i * stride]);
         return;
     }
     if (!lut) {
         lut = (float *)malloc(65536 * sizeof(float));
         if (!lut) emu_fault("out of memory");
-        for (unsigned v = 0; v < 65536; v++) lut[v] = emu_h2f((unsigned short)v);
+        for (unsigned v = 0; v < 65536; v++) lut[v] = f16_to_f32((uint16_t)v);
     }
     for (size_t i = 0; i < n; i++) out[i] = lut[h[i * stride]];
 }

@@ -76,7 +76,6 @@ struct dim3 {
 /* the running thread's coordinates (set by the scheduler at each switch) */
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
-static const int warpSize = 32;
 
 /* ---- 16-bit floats ------------------------------------------------------ */
 
@@ -87,41 +86,22 @@ struct __nv_bfloat16 {
     unsigned short x;
 };
 
-float emu_h2f(unsigned short h);
-unsigned short emu_f2h(float f);    /* round to nearest even, overflow to inf */
-unsigned short emu_f2bf(float f);   /* round to nearest even */
-
-static inline float __half2float(__half h) { return emu_h2f(h.x); }
-static inline __half __float2half_rn(float f) { return __half{emu_f2h(f)}; }
-static inline __half __float2half(float f) { return __float2half_rn(f); }
-static inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
-static inline unsigned short __half_as_ushort(__half h) { return h.x; }
-static inline float __bfloat162float(__nv_bfloat16 b)
-{
-    uint32_t u = (uint32_t)b.x << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
+/* the conversions are core's (core/utf8.c: round to nearest even, overflow to inf) */
+extern "C" {
+#include "core/core.h"
 }
-static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{emu_f2bf(f)}; }
-static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+
+static inline float __half2float(__half h) { return f16_to_f32(h.x); }
+static inline __half __float2half_rn(float f) { return __half{f32_to_f16(f)}; }
+static inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
+static inline float __bfloat162float(__nv_bfloat16 b) { return bf16_to_f32(b.x); }
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{f32_to_bf16(f)}; }
 
 /* ---- vector types ------------------------------------------------------ */
 
 struct alignas(16) float4 {
     float x, y, z, w;
 };
-struct alignas(8) float2 {
-    float x, y;
-};
-struct alignas(16) int4 {
-    int x, y, z, w;
-};
-struct alignas(16) uint4 {
-    unsigned x, y, z, w;
-};
-static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
-static inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 /* ---- intrinsics --------------------------------------------------------- */
 
@@ -131,38 +111,13 @@ static inline unsigned __float_as_uint(float f)
     memcpy(&u, &f, 4);
     return u;
 }
-static inline float __uint_as_float(unsigned u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static inline int __float_as_int(float f) { return (int)__float_as_uint(f); }
-static inline float __int_as_float(int i) { return __uint_as_float((unsigned)i); }
 static inline int __popc(unsigned v) { return __builtin_popcount(v); }
-static inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
 static inline int __ffs(int v) { return __builtin_ffs(v); }
-static inline int __clz(int v) { return v ? __builtin_clz((unsigned)v) : 32; }
-static inline float __fdividef(float a, float b) { return a / b; }
-static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-template <class T> static inline T __ldg(const T *p) { return *p; }
 
 template <class T> static inline T atomicAdd(T *p, T v)
 {
     T o = *p; /* fibers switch only at barriers: this is atomic */
     *p = o + v;
-    return o;
-}
-static inline int atomicAdd(int *p, int v)
-{
-    int o = *p;
-    *p = o + v;
-    return o;
-}
-template <class T> static inline T atomicMax(T *p, T v)
-{
-    T o = *p;
-    if (v > o) *p = v;
     return o;
 }
 
@@ -207,13 +162,6 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int 
 {
     int lane = (int)emu_lane();
     return emu_shfl(mask, v, (lane / width) * width + (src % width), "__shfl_sync");
-}
-template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32)
-{
-    int lane = (int)emu_lane();
-    int src = lane + (int)d;
-    if (src >= ((lane / width) + 1) * width) src = lane;
-    return emu_shfl(mask, v, src, "__shfl_down_sync");
 }
 static inline unsigned __ballot_sync(unsigned mask, int pred)
 {
